@@ -1,0 +1,3 @@
+from difpy_index.cli import main
+
+main()

@@ -1,0 +1,363 @@
+"""The catalog repository: every query lives here. Other modules get plain dataclasses."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .models import File, Root, Tensor
+
+if TYPE_CHECKING:
+    import numpy as np
+    from sqlalchemy.engine import Connection, Engine
+
+    from .tensor import Decoded
+
+CHUNK = 500  # SQLite variable limit friendly
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    id: int
+    path: bytes
+    root_id: int
+    size: int
+    mtime_ns: int
+    inode: int | None
+    status: str
+    error: str | None
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RootInfo:
+    id: int
+    path: bytes
+    files: int
+    invalid: int
+
+
+@dataclass(slots=True)
+class SearchInput:
+    """Columns of the images to search, in catalog order (row i is one file)."""
+
+    ids: np.ndarray
+    paths: list[bytes]
+    root_ids: np.ndarray
+    sizes: np.ndarray
+    widths: np.ndarray
+    heights: np.ndarray
+    tensors: np.ndarray  # (n, px, px, 3) uint8
+
+
+def prefix_bounds(folder: bytes) -> tuple[bytes, bytes]:
+    """BLOB range holding every path strictly below ``folder``."""
+    base = folder.rstrip(b"/") + b"/"
+    return base, base[:-1] + b"0"  # '0' is the byte after '/'
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class Catalog:
+    def __init__(self, path: Path, engine: Engine) -> None:
+        self.path = path
+        self.engine = engine
+        self.writer = engine.execution_options(difpy_write=True)
+
+    # -- transactions -----------------------------------------------------------------
+    def write(self) -> Any:
+        """A short BEGIN IMMEDIATE transaction (context manager yielding a Connection)."""
+        return self.writer.begin()
+
+    def read(self) -> Any:
+        return self.engine.connect()
+
+    # -- roots ------------------------------------------------------------------------
+    def ensure_roots(self, paths: Sequence[bytes]) -> dict[bytes, int]:
+        from sqlalchemy import select
+        from sqlalchemy.dialects.sqlite import insert
+
+        if not paths:
+            return {}
+        with self.write() as conn:
+            conn.execute(
+                insert(Root).on_conflict_do_nothing(index_elements=["path"]),
+                [{"path": p, "added_ns": now_ns(), "updated_ns": None} for p in paths],
+            )
+            rows = conn.execute(select(Root.path, Root.id).where(Root.path.in_(list(paths))))
+            return {r.path: r.id for r in rows}
+
+    def touch_roots(self, ids: Iterable[int]) -> None:
+        from sqlalchemy import update
+
+        ids = list(ids)
+        if ids:
+            with self.write() as conn:
+                conn.execute(update(Root).where(Root.id.in_(ids)).values(updated_ns=now_ns()))
+
+    def roots(self) -> list[RootInfo]:
+        from sqlalchemy import case, func, select
+
+        stmt = (
+            select(
+                Root.id,
+                Root.path,
+                func.count(File.id),
+                func.coalesce(func.sum(case((File.status == "invalid", 1), else_=0)), 0),
+            )
+            .outerjoin(File, File.root_id == Root.id)
+            .group_by(Root.id)
+            .order_by(Root.path)
+        )
+        with self.read() as conn:
+            return [RootInfo(r[0], r[1], int(r[2]) - int(r[3]), int(r[3])) for r in conn.execute(stmt)]
+
+    # -- files ------------------------------------------------------------------------
+    def files_in(self, folders: Sequence[bytes], root_ids: Sequence[int] = ()) -> list[KnownFile]:
+        """Rows below any of ``folders`` or belonging to any of ``root_ids``."""
+        from sqlalchemy import or_, select
+
+        conds = []
+        for folder in folders:
+            lo, hi = prefix_bounds(folder)
+            conds.append((File.path >= lo) & (File.path < hi))
+        if root_ids:
+            conds.append(File.root_id.in_(list(root_ids)))
+        if not conds:
+            return []
+        with self.read() as conn:
+            rows = conn.execute(select(*_FILE_COLS).where(or_(*conds)))
+            return [KnownFile(*r) for r in rows]
+
+    def files_by_path(self, paths: Sequence[bytes]) -> dict[bytes, KnownFile]:
+        from sqlalchemy import select
+
+        out: dict[bytes, KnownFile] = {}
+        with self.read() as conn:
+            for chunk in _chunks(list(paths), CHUNK):
+                for r in conn.execute(select(*_FILE_COLS).where(File.path.in_(chunk))):
+                    out[r.path] = KnownFile(*r)
+        return out
+
+    def tensor_sizes(self, file_ids: Sequence[int], recipe: str) -> dict[int, set[int]]:
+        """For each file id, the px sizes it has a current-recipe tensor for."""
+        from sqlalchemy import select
+
+        out: dict[int, set[int]] = {}
+        with self.read() as conn:
+            if len(file_ids) > 20 * CHUNK:  # cheaper to read the whole (small) index
+                stmt = select(Tensor.file_id, Tensor.px_size).where(Tensor.recipe == recipe)
+                wanted = set(file_ids)
+                for fid, px in conn.execute(stmt):
+                    if fid in wanted:
+                        out.setdefault(fid, set()).add(px)
+                return out
+            for chunk in _chunks(list(file_ids), CHUNK):
+                stmt = select(Tensor.file_id, Tensor.px_size).where(
+                    Tensor.file_id.in_(chunk), Tensor.recipe == recipe
+                )
+                for fid, px in conn.execute(stmt):
+                    out.setdefault(fid, set()).add(px)
+        return out
+
+    def record(self, results: Sequence[Decoded], root_of: dict[bytes, int], recipe: str) -> None:
+        """Write one batch of decode results in one transaction.
+
+        A file whose size or mtime changed loses its tensors of every other size.
+        """
+        from sqlalchemy import delete, select
+        from sqlalchemy.dialects.sqlite import insert
+
+        if not results:
+            return
+        stamp = now_ns()
+        with self.write() as conn:
+            paths = [d.path for d in results]
+            old = {
+                r.path: (r.id, r.size, r.mtime_ns)
+                for r in conn.execute(select(File.path, File.id, File.size, File.mtime_ns).where(File.path.in_(paths)))
+            }
+            stale = [
+                old[d.path][0]
+                for d in results
+                if d.path in old and old[d.path][1:] != (d.size, d.mtime_ns)
+            ]
+            if stale:
+                conn.execute(delete(Tensor).where(Tensor.file_id.in_(stale)))
+            rows = [
+                {
+                    "root_id": root_of[d.path],
+                    "path": d.path,
+                    "size": d.size,
+                    "mtime_ns": d.mtime_ns,
+                    "inode": d.inode,
+                    "status": "invalid" if d.error else "ok",
+                    "error": d.error,
+                    "width": d.width if not d.error else None,
+                    "height": d.height if not d.error else None,
+                    "updated_ns": stamp,
+                }
+                for d in results
+            ]
+            ins = insert(File)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["path"],
+                    set_={
+                        k: ins.excluded[k]
+                        for k in ("size", "mtime_ns", "inode", "status", "error", "width", "height", "updated_ns")
+                    },
+                ),
+                rows,
+            )
+            ids = dict(
+                conn.execute(select(File.path, File.id).where(File.path.in_(paths))).all()
+            )
+            invalid = [ids[d.path] for d in results if d.error]
+            if invalid:
+                conn.execute(delete(Tensor).where(Tensor.file_id.in_(invalid)))
+            trows = [
+                {"file_id": ids[d.path], "px_size": px, "recipe": recipe, "data": blob}
+                for d in results
+                if not d.error
+                for px, blob in d.tensors.items()
+            ]
+            if trows:
+                tins = insert(Tensor)
+                conn.execute(
+                    tins.on_conflict_do_update(
+                        index_elements=["file_id", "px_size"],
+                        set_={"recipe": tins.excluded.recipe, "data": tins.excluded.data},
+                    ),
+                    trows,
+                )
+
+    def remove(self, file_ids: Sequence[int]) -> int:
+        from sqlalchemy import delete
+
+        n = 0
+        with self.write() as conn:
+            for chunk in _chunks(list(file_ids), CHUNK):
+                conn.execute(delete(Tensor).where(Tensor.file_id.in_(chunk)))
+                n += conn.execute(delete(File).where(File.id.in_(chunk))).rowcount or 0
+        return n
+
+    def forget_paths(self, paths: Sequence[bytes]) -> int:
+        """Drop the rows of these paths (files that an action moved or deleted)."""
+        known = self.files_by_path(paths)
+        return self.remove([k.id for k in known.values()])
+
+    def move_row(self, old: bytes, new: bytes, size: int, mtime_ns: int, inode: int | None,
+                 root_id: int | None = None) -> bool:
+        """A rename: the row (and its tensors) follows the file without a decode."""
+        from sqlalchemy import delete, select, update
+
+        with self.write() as conn:
+            row = conn.execute(select(File.id, File.root_id).where(File.path == old)).first()
+            if row is None:
+                return False
+            clash = conn.execute(select(File.id).where(File.path == new)).scalar()
+            if clash is not None:
+                conn.execute(delete(Tensor).where(Tensor.file_id == clash))
+                conn.execute(delete(File).where(File.id == clash))
+            conn.execute(
+                update(File)
+                .where(File.id == row.id)
+                .values(path=new, size=size, mtime_ns=mtime_ns, inode=inode,
+                        root_id=root_id if root_id is not None else row.root_id,
+                        updated_ns=now_ns())
+            )
+        return True
+
+    # -- tensors and search input -----------------------------------------------------
+    def tensor(self, path: bytes, px_size: int, recipe: str) -> bytes | None:
+        from sqlalchemy import select
+
+        stmt = (
+            select(Tensor.data)
+            .join(File, File.id == Tensor.file_id)
+            .where(File.path == path, Tensor.px_size == px_size, Tensor.recipe == recipe)
+        )
+        with self.read() as conn:
+            return conn.execute(stmt).scalar()
+
+    def search_input(
+        self, px_size: int, recipe: str, folders: Sequence[bytes] | None = None
+    ) -> SearchInput:
+        """Every valid file (optionally below ``folders``) with its tensor, one matrix."""
+        import numpy as np
+        from sqlalchemy import or_, select
+
+        stmt = (
+            select(File.id, File.path, File.root_id, File.size, File.width, File.height, Tensor.data)
+            .join(Tensor, Tensor.file_id == File.id)
+            .where(File.status == "ok", Tensor.px_size == px_size, Tensor.recipe == recipe)
+        )
+        if folders is not None:
+            conds = []
+            for folder in folders:
+                lo, hi = prefix_bounds(folder)
+                conds.append((File.path >= lo) & (File.path < hi))
+            stmt = stmt.where(or_(*conds)) if conds else stmt.where(False)
+        with self.read() as conn:
+            rows = conn.execute(stmt.order_by(File.path)).all()
+        n = len(rows)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        blob = b"".join(r[6] for r in rows)
+        tensors = np.frombuffer(blob, dtype=np.uint8).reshape(n, px_size, px_size, 3)
+        return SearchInput(
+            ids=ids,
+            paths=[r[1] for r in rows],
+            root_ids=np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
+            sizes=np.fromiter((r[3] for r in rows), dtype=np.int64, count=n),
+            widths=np.fromiter((r[4] for r in rows), dtype=np.int64, count=n),
+            heights=np.fromiter((r[5] for r in rows), dtype=np.int64, count=n),
+            tensors=tensors,
+        )
+
+    def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
+        from sqlalchemy import or_, select
+
+        stmt = select(File.path, File.error).where(File.status == "invalid")
+        if folders is not None:
+            conds = []
+            for folder in folders:
+                lo, hi = prefix_bounds(folder)
+                conds.append((File.path >= lo) & (File.path < hi))
+            stmt = stmt.where(or_(*conds)) if conds else stmt.where(False)
+        with self.read() as conn:
+            return {r[0]: r[1] or "" for r in conn.execute(stmt.order_by(File.path))}
+
+    # -- summary ----------------------------------------------------------------------
+    def counts(self) -> dict[str, Any]:
+        from sqlalchemy import func, select
+
+        with self.read() as conn:
+            files = conn.execute(select(func.count()).where(File.status == "ok")).scalar() or 0
+            invalid = conn.execute(select(func.count()).where(File.status == "invalid")).scalar() or 0
+            pxs = [r[0] for r in conn.execute(select(Tensor.px_size).distinct().order_by(Tensor.px_size))]
+            rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        size = sum(
+            os.path.getsize(p)
+            for p in (self.path, Path(f"{self.path}-wal"))
+            if os.path.exists(p)
+        )
+        return {"files": files, "invalid": invalid, "px_sizes": pxs, "schema": rev, "bytes": size}
+
+
+_FILE_COLS = (
+    File.id, File.path, File.root_id, File.size, File.mtime_ns, File.inode,
+    File.status, File.error, File.width, File.height,
+)
+
+
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]

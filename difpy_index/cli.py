@@ -1,0 +1,317 @@
+"""The ``difpy-index`` command line: a thin typer shell over ``Index``.
+
+Each command parses options, opens the catalog, calls one method and formats the result.
+Errors become one line on stderr and an exit code (0 ok, 1 failure, 2 bad input, 130 Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .errors import DifpyIndexError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="Find duplicate and similar images, difPy-compatible, over a persistent catalog.",
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class State:
+    catalog: Path | None = None
+    verbose: int = 0
+    quiet: bool = False
+
+
+def _state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, State) else State()
+
+
+def err(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def handle_errors(fn: F) -> F:
+    """The one place where exceptions become messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = kwargs.get("ctx")
+        verbose = _state(ctx).verbose if isinstance(ctx, typer.Context) else 0
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DifpyIndexError as exc:
+            if verbose:
+                logging.getLogger("difpy_index").exception("error")
+            err(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err("interrupted")
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            if verbose:
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            err(f"error: {exc.strerror or exc}{where}")
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if verbose:
+                raise
+            err(f"error: {type(exc).__name__}: {exc} (run with -v for details)")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    catalog: Annotated[
+        Path | None,
+        typer.Option("--catalog", envvar="DIFPY_INDEX_CATALOG", help="Catalog file (SQLite)."),
+    ] = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log output; tracebacks.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress.")] = False,
+) -> None:
+    """Find duplicate and similar images, difPy-compatible, over a persistent catalog."""
+    ctx.obj = State(catalog=catalog, verbose=verbose, quiet=quiet)
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("difpy_index")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _open(state: State) -> Any:
+    from .index import Index
+
+    return Index.open(state.catalog)
+
+
+def _progress(state: State, json_out: bool) -> Any:
+    from .progress import NullProgress
+
+    if state.quiet or json_out or not sys.stderr.isatty():
+        return NullProgress()
+    from .richprogress import RichProgress
+
+    return RichProgress()
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=None, default=str).encode(
+        "utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+Dirs = Annotated[list[Path], typer.Argument(help="Folders to index.", show_default=False)]
+PxSize = Annotated[int, typer.Option("--px-size", help="Tensor size in pixels (10..5000), as difPy.")]
+Processes = Annotated[int | None, typer.Option("--processes", help="Worker processes (default: all cores).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+@app.command()
+@handle_errors
+def update(
+    ctx: typer.Context,
+    dirs: Dirs,
+    px_size: PxSize = 50,
+    processes: Processes = None,
+    no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Only the folders themselves, not their subfolders.")] = False,
+    include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index names starting with '.'.")] = False,
+    all_extensions: Annotated[bool, typer.Option("--all-extensions", help="Try every file, not only image extensions.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Index folders: decode new and changed files, drop deleted ones."""
+    state = _state(ctx)
+    with _open(state) as idx:
+        report = idx.update(
+            [str(d) for d in dirs], px_size=px_size, recursive=not no_recursive,
+            include_hidden=include_hidden, limit_extensions=not all_extensions,
+            processes=processes, progress=_progress(state, json_out),
+        )
+    for path, reason in report.problems:
+        if not state.quiet:
+            err(f"warning: {path}: {reason}")
+    for m in report.missing_roots:
+        err(f"warning: {m} is missing or empty (unmounted?); its catalog entries were kept")
+    if json_out:
+        _print_json(report.to_dict())
+    elif not state.quiet:
+        err(
+            f"{report.files} images ({report.decoded} decoded, {report.reused} reused, "
+            f"{report.removed} removed, {report.invalid} invalid, {report.skipped} skipped) "
+            f"in {report.seconds:.2f} s"
+        )
+
+
+@app.command()
+@handle_errors
+def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
+    """Summarise the catalog: roots, files, invalid files, sizes, schema revision."""
+    state = _state(ctx)
+    with _open(state) as idx:
+        info = idx.status()
+    if json_out:
+        _print_json(info)
+        return
+    typer.echo(f"catalog  {info['catalog']} (schema {info['schema']}, {info['bytes']:,} bytes)")
+    typer.echo(f"files    {info['files']} images, {info['invalid']} invalid")
+    typer.echo(f"px sizes {', '.join(map(str, info['px_sizes'])) or '-'}")
+    for r in info["roots"]:
+        typer.echo(f"root     {r}")
+
+
+Similarity = Annotated[
+    str, typer.Option("-s", "--similarity", help="'duplicates' (0), 'similar' (5), 'near', or a number >= 0.")
+]
+Rotate = Annotated[bool, typer.Option("--rotate/--no-rotate", help="Also match 90/180/270-degree rotations.")]
+SameDim = Annotated[
+    bool | None,
+    typer.Option("--same-dim/--no-same-dim", "--lazy/--no-lazy", help="Compare only images of equal dimensions (default on; off for 'near')."),
+]
+
+
+@app.command()
+@handle_errors
+def search(
+    ctx: typer.Context,
+    dirs: Annotated[list[Path] | None, typer.Argument(help="Folders to search (default: the whole catalog).", show_default=False)] = None,
+    similarity: Similarity = "duplicates",
+    rotate: Rotate = True,
+    same_dim: SameDim = None,
+    in_folder: Annotated[bool, typer.Option("--in-folder", help="Search each folder on its own.")] = False,
+    px_size: PxSize = 50,
+    processes: Processes = None,
+    output_dir: Annotated[Path | None, typer.Option("-Z", "--output-dir", help="Where the difPy_*.json files go (default: here).")] = None,
+    json_out: JsonOut = False,
+    move_to: Annotated[Path | None, typer.Option("--move-to", help="Move lower-quality files into this folder.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete lower-quality files (asks first).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what --move-to/--delete would do; change nothing.")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML review page of the groups.")] = None,
+) -> None:
+    """Find duplicate and similar images among the cached tensors."""
+    from .errors import UsageError
+
+    state = _state(ctx)
+    if move_to is not None and delete:
+        raise_usage("--move-to and --delete are mutually exclusive")
+    with _open(state) as idx:
+        found = idx.search(
+            [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
+            same_dim=same_dim, in_folder=in_folder, px_size=px_size, processes=processes,
+        )
+        payload: dict[str, Any] = found.to_dict()
+        actions = None
+        if report is not None:
+            found.report(report)
+            if not state.quiet:
+                err(f"report written to {report}")
+        if move_to is not None:
+            actions = found.move_to(str(move_to), dry_run=dry_run)
+        elif delete:
+            if not (yes or dry_run) and not sys.stdin.isatty():
+                raise UsageError("refusing to delete without confirmation: no terminal to ask; pass --yes")
+            actions = found.delete(silent_del=yes, dry_run=dry_run)
+        if actions is not None:
+            payload["actions"] = actions.to_dict()
+            for skip in actions.skipped:
+                err(f"skipped: {skip.path}: {skip.reason}")
+    if json_out:
+        _print_json(payload)
+        return
+    from .output import write_difpy_files
+
+    written = write_difpy_files(payload, output_dir or Path.cwd())
+    groups = len(found.groups)
+    if not state.quiet:
+        typer.echo(
+            f"{found.stats['process']['search']['files_searched']} images searched: {groups} groups, "
+            f"{len(found.lower_quality)} lower-quality files"
+        )
+        if actions is not None:
+            typer.echo(actions.summary())
+        typer.echo(f"saved in '{written}'")
+
+
+def raise_usage(message: str) -> None:
+    from .errors import UsageError
+
+    raise UsageError(message)
+
+
+@app.command()
+@handle_errors
+def query(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="Images to look up (indexed or not).", show_default=False)],
+    similarity: Similarity = "duplicates",
+    rotate: Rotate = True,
+    same_dim: SameDim = None,
+    px_size: PxSize = 50,
+    json_out: JsonOut = False,
+) -> None:
+    """Find the catalog files that match the given images."""
+    state = _state(ctx)
+    with _open(state) as idx:
+        found = idx.query(
+            [str(i) for i in images], similarity=similarity, rotate=rotate, same_dim=same_dim,
+            px_size=px_size,
+        )
+    if json_out:
+        _print_json({"queries": [q.to_dict() for q in found]})
+        return
+    for q in found:
+        typer.echo(f"{q.query}: {len(q.matches)} match(es)")
+        for m in q.matches:
+            typer.echo(f"  {m.path}  mse={m.mse:g}  rotation={m.rotation}")
+
+
+@app.command()
+@handle_errors
+def watch(
+    ctx: typer.Context,
+    dirs: Annotated[list[Path], typer.Argument(help="Folders to keep indexed.", show_default=False)],
+    polling: Annotated[bool, typer.Option("--polling", help="Poll instead of OS events (network shares).")] = False,
+    px_size: PxSize = 50,
+    processes: Processes = None,
+) -> None:
+    """Keep the catalog current while files arrive, change, move and disappear."""
+    state = _state(ctx)
+    with _open(state) as idx:
+        from .watch import run_forever
+
+        run_forever(idx, [str(d) for d in dirs], polling=polling, px_size=px_size, processes=processes)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,53 @@
+"""Engine factory: SQLite in WAL mode, a busy timeout, and ``BEGIN IMMEDIATE`` for writers.
+
+Readers and one writer run side by side under WAL; writers take the write lock at BEGIN,
+so a transaction never fails half-way with "database is locked" (STYLE.md D5).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+#: PRAGMA application_id of a difpy-index catalog ("difI").
+APPLICATION_ID = 0x64696649
+BUSY_TIMEOUT_S = 60.0
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def connect_raw(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A plain sqlite3 connection; read-only opens never create or change the file."""
+    if read_only:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    conn.isolation_level = None  # we issue BEGIN ourselves
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    return conn
+
+
+def make_engine(path: Path) -> Engine:
+    """An engine whose connections are configured for sharing one catalog between processes."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import QueuePool
+
+    def creator() -> sqlite3.Connection:
+        conn = connect_raw(path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    engine = create_engine("sqlite://", creator=creator, poolclass=QueuePool, pool_size=4)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get("difpy_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

@@ -1,0 +1,364 @@
+"""The public API: ``Index`` over one catalog file. The CLI, the watcher and the difPy
+layer call nothing but this."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotIndexedError, UsageError
+from .params import check_processes, check_px_size, is_near, parse_similarity
+from .progress import NullProgress, Progress
+from .results import GroupInfo, MemberInfo, QueryMatch, SearchResult
+from .tensor import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .catalog import Catalog, SearchInput
+    from .update import UpdateReport
+    from .watch import Watcher
+
+PathLike = str | os.PathLike[str] | bytes
+
+
+def default_catalog_path() -> Path:
+    """``$DIFPY_INDEX_CATALOG``, else a file in the user's data directory (local disk)."""
+    env = os.environ.get("DIFPY_INDEX_CATALOG")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "difpy-index" / "catalog.sqlite"
+
+
+def _display(path: bytes) -> str:
+    return os.fsdecode(path)
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).isoformat()
+
+
+class Index:
+    """A catalog of image tensors. Open with ``Index.open(path)`` (a context manager)."""
+
+    def __init__(self, catalog: Catalog, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+        self._catalog = catalog
+        self.path = catalog.path
+        self.max_pixels = max_pixels
+        self._recipe: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: PathLike | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Index:
+        """Open (creating or migrating as needed) the catalog at ``path``."""
+        from . import migrate
+        from .catalog import Catalog
+        from .db import make_engine
+        from .errors import CatalogError
+
+        p = Path(os.fsdecode(path)).expanduser() if path is not None else default_catalog_path()
+        p = p.absolute()
+        found = migrate.inspect_file(p)
+        needs = migrate.check_revision(p, found)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(f"cannot create catalog folder {p.parent}: {exc.strerror}") from exc
+        engine = make_engine(p)
+        try:
+            if needs:
+                migrate.upgrade(p, engine)
+        except Exception as exc:
+            engine.dispose()
+            from sqlalchemy.exc import OperationalError
+
+            if isinstance(exc, OperationalError):
+                raise CatalogError(f"cannot write catalog {p}: {exc.orig}") from exc
+            raise
+        return cls(Catalog(p, engine), max_pixels=max_pixels)
+
+    def close(self) -> None:
+        self._catalog.engine.dispose()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @property
+    def recipe(self) -> str:
+        if self._recipe is None:
+            from .tensor import recipe
+
+            self._recipe = recipe()
+        return self._recipe
+
+    # -- update -------------------------------------------------------------------------
+    def update(
+        self,
+        dirs: PathLike | Iterable[PathLike] | None = None,
+        *,
+        px_size: int | Sequence[int] = DEFAULT_PX_SIZE,
+        recursive: bool = True,
+        include_hidden: bool = False,
+        limit_extensions: bool = True,
+        processes: int | None = None,
+        progress: Progress | None = None,
+    ) -> UpdateReport:
+        """Bring the catalog in line with the folders: decode only new or changed files.
+
+        Without ``dirs``, every root already in the catalog is updated.
+        """
+        from .scan import ScanOptions, check_dirs
+        from .tensor import image_extensions
+        from .update import run_update
+
+        sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
+        sizes = tuple(sorted({check_px_size(px) for px in sizes}))
+        if dirs is None:
+            roots = [r.path for r in self._catalog.roots()]
+        else:
+            roots = check_dirs(_as_list(dirs))
+            known = {r.path for r in self._catalog.roots()}
+            for r in roots:
+                if not os.path.isdir(r) and r not in known:
+                    raise UsageError(f"folder does not exist: {_display(r)}")
+        options = ScanOptions(
+            recursive=recursive,
+            include_hidden=include_hidden,
+            extensions=image_extensions() if limit_extensions else None,
+        )
+        return run_update(
+            self._catalog, roots, options, sizes, self.recipe, check_processes(processes),
+            self.max_pixels, progress or NullProgress(),
+        )
+
+    # -- read ---------------------------------------------------------------------------
+    def tensor(self, path: PathLike, px_size: int = DEFAULT_PX_SIZE) -> np.ndarray | None:
+        """The cached uint8 (px, px, 3) tensor of a file, or None if it has none."""
+        import numpy as np
+
+        real = os.path.realpath(os.fsencode(os.path.expanduser(os.fsdecode(path))))
+        blob = self._catalog.tensor(real, check_px_size(px_size), self.recipe)
+        if blob is None:
+            return None
+        return np.frombuffer(blob, dtype=np.uint8).reshape(px_size, px_size, 3)
+
+    def status(self) -> dict[str, Any]:
+        counts = self._catalog.counts()
+        return {
+            "catalog": str(self.path),
+            "schema": counts["schema"],
+            "roots": [_display(r.path) for r in self._catalog.roots()],
+            "files": counts["files"],
+            "invalid": counts["invalid"],
+            "px_sizes": counts["px_sizes"],
+            "bytes": counts["bytes"],
+        }
+
+    def roots(self) -> list[str]:
+        return [_display(r.path) for r in self._catalog.roots()]
+
+    def _resolve_search_dirs(self, dirs: PathLike | Iterable[PathLike] | None) -> list[bytes] | None:
+        if dirs is None:
+            return None
+        from .scan import real_dir
+
+        roots = [r.path for r in self._catalog.roots()]
+        out: list[bytes] = []
+        for d in _as_list(dirs):
+            real = real_dir(d)
+            if not any(real == r or real.startswith(r.rstrip(b"/") + b"/") for r in roots):
+                raise NotIndexedError(
+                    f"{_display(real)} is not inside an indexed folder; run "
+                    f"'difpy-index update {os.fsdecode(real)}' first"
+                )
+            if real not in out:
+                out.append(real)
+        return out
+
+    # -- search -------------------------------------------------------------------------
+    def search(
+        self,
+        dirs: PathLike | Iterable[PathLike] | None = None,
+        *,
+        similarity: str | float | int = "duplicates",
+        rotate: bool = True,
+        same_dim: bool | None = None,
+        lazy: bool | None = None,
+        in_folder: bool = False,
+        px_size: int = DEFAULT_PX_SIZE,
+        processes: int | None = None,
+    ) -> SearchResult:
+        """difPy's search over the cached tensors (SEMANTICS.md sections 3-5)."""
+        from . import engine
+
+        t0 = time.time()
+        threshold = parse_similarity(similarity)
+        if same_dim is None:
+            same_dim = lazy if lazy is not None else not is_near(similarity)
+        for name, val in (("rotate", rotate), ("same_dim", same_dim), ("in_folder", in_folder)):
+            if not isinstance(val, bool):
+                raise UsageError(f"invalid {name} {val!r}: must be True or False")
+        px_size = check_px_size(px_size)
+        procs = check_processes(processes)
+        folders = self._resolve_search_dirs(dirs)
+        data = self._catalog.search_input(px_size, self.recipe, folders)
+        self._check_px_cached(data, px_size, folders)
+        scopes: list[tuple[bytes | None, np.ndarray | None]]
+        if in_folder:
+            scope_dirs = folders if folders is not None else [r.path for r in self._catalog.roots()]
+            scopes = [(d, _below(data.paths, d)) for d in scope_dirs]
+        else:
+            scopes = [(None, None)]
+        t_search = time.time()
+        groups: list[GroupInfo] = []
+        for folder, subset in scopes:
+            found = engine.find_groups(
+                data.tensors, data.widths, data.heights, data.sizes, data.paths,
+                threshold, rotate=rotate, same_dim=same_dim, subset=subset, processes=procs,
+            )
+            for g in found:
+                groups.append(
+                    GroupInfo(
+                        key=_display(data.paths[g.key]),
+                        members=tuple(
+                            MemberInfo(_display(data.paths[m.index]), float(m.mse), int(m.rotation))
+                            for m in g.members
+                        ),
+                        folder=_display(folder) if folder is not None else None,
+                    )
+                )
+        t_end = time.time()
+        result: dict[str, Any] = {}
+        for g in groups:
+            target = result.setdefault(g.folder, {}) if in_folder else result
+            target[g.key] = [[m.path, m.mse] for m in g.members]
+        lower = sorted({m.path for g in groups for m in g.members})
+        invalid = self._catalog.invalid_in(folders)
+        n_files = len(data.paths)
+        stats = {
+            "directory": [_display(f) for f in folders] if folders is not None else self.roots(),
+            "process": {
+                "build": {
+                    "duration": {"start": _iso(t0), "end": _iso(t_search),
+                                 "seconds_elapsed": round(t_search - t0, 4)},
+                    "parameters": {"px_size": px_size, "catalog": str(self.path)},
+                    "total_files": {"count": n_files + len(invalid)},
+                    "invalid_files": {
+                        "count": len(invalid),
+                        "logs": {_display(p): r for p, r in invalid.items()},
+                    },
+                },
+                "search": {
+                    "duration": {"start": _iso(t_search), "end": _iso(t_end),
+                                 "seconds_elapsed": round(t_end - t_search, 4)},
+                    "parameters": {
+                        "similarity_mse": threshold, "rotate": rotate, "same_dim": same_dim,
+                        "in_folder": in_folder, "processes": procs,
+                    },
+                    "files_searched": n_files,
+                    "matches_found": {
+                        "duplicates": sum(1 for g in groups for m in g.members if m.mse == 0),
+                        "similar": sum(1 for g in groups for m in g.members if m.mse != 0),
+                    },
+                    "groups": len(groups),
+                },
+            },
+        }
+        return SearchResult(
+            result=result, lower_quality=lower, stats=stats, groups=groups,
+            threshold=threshold, rotate=rotate, same_dim=same_dim, px_size=px_size,
+            folders=[_display(f) for f in (folders if folders is not None else [r.path for r in self._catalog.roots()])],
+            _index=self,
+        )
+
+    def _check_px_cached(self, data: SearchInput, px_size: int, folders: list[bytes] | None) -> None:
+        if len(data.paths) or px_size == DEFAULT_PX_SIZE:
+            return
+        sizes = self._catalog.counts()["px_sizes"]
+        if sizes and px_size not in sizes:
+            raise UsageError(
+                f"no tensors of px_size {px_size} in the catalog; run "
+                f"'difpy-index update --px-size {px_size} DIR' first"
+            )
+
+    # -- query --------------------------------------------------------------------------
+    def query(
+        self,
+        images: PathLike | Iterable[PathLike],
+        *,
+        similarity: str | float | int = "duplicates",
+        rotate: bool = True,
+        same_dim: bool | None = None,
+        px_size: int = DEFAULT_PX_SIZE,
+    ) -> list[QueryMatch]:
+        """For each image (indexed or not), the catalog files that match it."""
+        import numpy as np
+
+        from . import engine
+        from .tensor import decode_file, init_worker
+
+        threshold = parse_similarity(similarity)
+        if same_dim is None:
+            same_dim = not is_near(similarity)
+        px_size = check_px_size(px_size)
+        data = self._catalog.search_input(px_size, self.recipe, None)
+        init_worker(self.max_pixels)
+        out: list[QueryMatch] = []
+        for image in _as_list(images):
+            raw = os.fsencode(os.path.expanduser(os.fsdecode(image)))
+            if not os.path.isfile(raw):
+                raise UsageError(f"not a file: {os.fsdecode(raw)}")
+            real = os.path.realpath(raw)
+            d = decode_file(real, (px_size,))
+            if d.error or d.gone:
+                raise UsageError(f"cannot read image {_display(real)}: {d.error or 'vanished'}")
+            q = np.frombuffer(d.tensors[px_size], dtype=np.uint8).reshape(1, px_size, px_size, 3)
+            found = engine.match_against(
+                q, np.array([d.width]), np.array([d.height]),
+                data.tensors, data.widths, data.heights, threshold, rotate=rotate, same_dim=same_dim,
+            )[0]
+            members = tuple(
+                MemberInfo(_display(data.paths[m.index]), float(m.mse), int(m.rotation))
+                for m in found
+                if data.paths[m.index] != real
+            )
+            out.append(QueryMatch(_display(real), real in set(data.paths), members))
+        return out
+
+    # -- watch --------------------------------------------------------------------------
+    def watch(self, dirs: PathLike | Iterable[PathLike], **kwargs: Any) -> Watcher:
+        """A watcher (context manager with start()/stop()) that keeps ``dirs`` current."""
+        from .watch import Watcher
+
+        return Watcher(self, _as_list(dirs), **kwargs)
+
+
+def _as_list(items: PathLike | Iterable[PathLike]) -> list[PathLike]:
+    if isinstance(items, (str, bytes, os.PathLike)):
+        return [items]
+    return list(items)
+
+
+def _below(paths: list[bytes], folder: bytes) -> np.ndarray:
+    import numpy as np
+
+    base = folder.rstrip(b"/") + b"/"
+    return np.array([i for i, p in enumerate(paths) if p.startswith(base)], dtype=np.int64)

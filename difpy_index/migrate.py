@@ -1,0 +1,132 @@
+"""Open-time schema policy: create, back up then upgrade, or refuse a newer schema.
+
+Alembic is imported only when the schema actually has to change (it costs ~300 ms).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .db import APPLICATION_ID, SQLITE_MAGIC, connect_raw
+from .errors import CatalogError, NotACatalogError, SchemaTooNewError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: Every revision this code knows, oldest first. A test checks it against migrations/.
+REVISIONS = ("0001",)
+HEAD = REVISIONS[-1]
+
+
+def migrations_dir() -> Path:
+    """The packaged copy in an installed wheel, else the source tree's top-level folder."""
+    packaged = importlib.resources.files("difpy_index") / "migrations"
+    if packaged.is_dir() and (packaged / "env.py").is_file():
+        return Path(str(packaged))
+    source = Path(__file__).resolve().parent.parent / "migrations"
+    if (source / "env.py").is_file():
+        return source
+    raise CatalogError("migrations not found: broken difpy-index install")
+
+
+def alembic_config(connection: object | None = None) -> object:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def inspect_file(path: Path) -> str | None:
+    """The schema revision of an existing catalog, None for an empty or new file.
+
+    Raises NotACatalogError for anything else, without writing to the file.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    if path.is_dir():
+        raise NotACatalogError(f"catalog {path} is a directory, not a catalog file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog {path}: {exc.strerror or exc}") from exc
+    if head != SQLITE_MAGIC:
+        raise NotACatalogError(f"{path} is not a difpy-index catalog (not an SQLite file)")
+    try:
+        conn = connect_raw(path, read_only=True)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if app_id != APPLICATION_ID:
+                if not tables:
+                    return None
+                raise NotACatalogError(
+                    f"{path} is an SQLite file of another program, not a difpy-index catalog"
+                )
+            if "alembic_version" not in tables:
+                return None
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            return row[0] if row else None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise NotACatalogError(f"{path} is not a usable difpy-index catalog ({exc})") from exc
+
+
+def check_revision(path: Path, found: str | None) -> bool:
+    """True when an upgrade is needed; raises for a schema newer than this code."""
+    if found is None:
+        return True
+    if found == HEAD:
+        return False
+    if found in REVISIONS:
+        return True
+    raise SchemaTooNewError(str(path), found, HEAD)
+
+
+def backup(path: Path, revision: str) -> Path:
+    """A consistent copy (SQLite backup API, safe under WAL) before any upgrade."""
+    target = path.with_name(f"{path.name}.bak-{revision}-{time.strftime('%Y%m%d%H%M%S')}")
+    src = connect_raw(path)
+    try:
+        dst = sqlite3.connect(str(target))
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    log.warning("catalog schema %s is older than %s; backed up to %s", revision, HEAD, target)
+    return target
+
+
+def upgrade(path: Path, engine: Engine) -> None:
+    """Bring the catalog to HEAD inside one BEGIN IMMEDIATE transaction (races are safe)."""
+    from alembic import command
+
+    writer = engine.execution_options(difpy_write=True)
+    with writer.connect() as conn:
+        with conn.begin():
+            found = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE name='alembic_version'"
+            ).fetchone()
+            current = None
+            if found:
+                row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchone()
+                current = row[0] if row else None
+            if not check_revision(path, current):
+                return  # another process migrated it while we waited
+            if current is not None:
+                backup(path, current)
+            cfg = alembic_config(conn)
+            command.upgrade(cfg, "head")  # type: ignore[arg-type]

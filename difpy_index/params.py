@@ -1,0 +1,61 @@
+"""Parameter parsing shared by the API, the CLI and the difPy layer (one set of messages)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from .errors import UsageError
+from .tensor import MAX_PX_SIZE, MIN_PX_SIZE
+
+SIMILARITY_PRESETS = {"duplicates": 0.0, "similar": 5.0}
+#: The 'near' preset: calibrated on ground-truth corpora (docs/quality.md,
+#: tests/benchmarks/bench_quality.py); it also turns same_dim off unless given.
+NEAR_THRESHOLD = 10.0
+
+
+def parse_similarity(value: object) -> float:
+    """'duplicates' -> 0, 'similar' -> 5, 'near' -> the calibrated preset, or a number >= 0."""
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in SIMILARITY_PRESETS:
+            return SIMILARITY_PRESETS[key]
+        if key == "near":
+            return NEAR_THRESHOLD
+    if isinstance(value, bool):
+        raise UsageError(_SIM_MSG.format(value=value))
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(_SIM_MSG.format(value=value)) from None
+    if not math.isfinite(number) or number < 0:
+        raise UsageError(_SIM_MSG.format(value=value))
+    return number
+
+
+_SIM_MSG = (
+    'invalid similarity {value!r}: use "duplicates", "similar", "near" or a number >= 0 '
+    "(the largest mean squared error that still counts as a match)"
+)
+
+
+def is_near(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "near"
+
+
+def check_px_size(px: object) -> int:
+    if isinstance(px, bool) or not isinstance(px, int):
+        raise UsageError(f"invalid px_size {px!r}: must be an integer")
+    if not MIN_PX_SIZE <= px <= MAX_PX_SIZE:
+        raise UsageError(f"invalid px_size {px}: must be between {MIN_PX_SIZE} and {MAX_PX_SIZE}")
+    return px
+
+
+def check_processes(processes: object) -> int | None:
+    if processes is None:
+        return None
+    if isinstance(processes, bool) or not isinstance(processes, int):
+        raise UsageError(f"invalid processes {processes!r}: must be an integer")
+    if processes < 1:
+        raise UsageError(f"invalid processes {processes}: must be >= 1")
+    return min(processes, 4 * (os.cpu_count() or 1))

@@ -1,0 +1,94 @@
+"""Result dataclasses shared by the API, the CLI and the difPy layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .actions import ActionReport
+    from .index import Index
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    path: str
+    mse: float
+    rotation: int  # degrees the member is turned (np.rot90 k*90) to match its key
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    key: str
+    members: tuple[MemberInfo, ...]
+    folder: str | None = None  # the in_folder argument the group belongs to
+
+
+@dataclass(slots=True)
+class SearchResult:
+    """difPy's ``result``, ``lower_quality`` and ``stats``, plus the detail behind them."""
+
+    result: dict[str, Any]
+    lower_quality: list[str]
+    stats: dict[str, Any]
+    groups: list[GroupInfo]
+    threshold: float
+    rotate: bool
+    same_dim: bool
+    px_size: int
+    folders: list[str] = field(default_factory=list)  # the searched folders (real paths)
+    _index: Index | None = field(default=None, repr=False)
+
+    def details(self) -> list[dict[str, Any]]:
+        """Why each member matched: its MSE to the key and the rotation that matched."""
+        return [
+            {
+                "key": g.key,
+                **({"folder": g.folder} if g.folder is not None else {}),
+                "members": [
+                    {"path": m.path, "mse": m.mse, "rotation": m.rotation} for m in g.members
+                ],
+            }
+            for g in self.groups
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "lower_quality": self.lower_quality,
+            "stats": self.stats,
+            "details": self.details(),
+        }
+
+    def move_to(self, destination: str | Any, dry_run: bool = False) -> ActionReport:
+        """Move every lower-quality file to ``destination``, verified first, never overwriting."""
+        from .actions import move_to
+
+        return move_to(self, destination, dry_run=dry_run)
+
+    def delete(self, silent_del: bool = False, dry_run: bool = False) -> ActionReport:
+        """Delete every lower-quality file after verification (asks unless ``silent_del``)."""
+        from .actions import delete
+
+        return delete(self, silent_del=silent_del, dry_run=dry_run)
+
+    def report(self, path: str | Any) -> Any:
+        """Write a self-contained HTML review page of the groups."""
+        from .report import write_report
+
+        return write_report(self, path)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryMatch:
+    query: str
+    indexed: bool  # the query file itself is in the catalog
+    matches: tuple[MemberInfo, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "indexed": self.indexed,
+            "matches": [[m.path, m.mse] for m in self.matches],
+            "details": [{"path": m.path, "mse": m.mse, "rotation": m.rotation} for m in self.matches],
+        }

@@ -1,0 +1,206 @@
+"""Incremental update: discover -> compare with the catalog -> decode what changed -> write.
+
+Results are written in batches, each its own short transaction, so an interrupted update
+keeps what it finished and the next one picks up the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .pool import decode_all, default_processes
+from .scan import FileStat, ScanOptions, extension_of, is_hidden, scan
+from .tensor import Decoded
+
+if TYPE_CHECKING:
+    from .catalog import Catalog, KnownFile
+    from .progress import Progress
+
+log = logging.getLogger(__name__)
+BATCH = 256
+
+
+@dataclass(slots=True)
+class UpdateReport:
+    """Counts over the updated folders; ``decoded + reused == files + invalid``."""
+
+    decoded: int = 0
+    reused: int = 0
+    removed: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    files: int = 0
+    renamed: int = 0
+    deferred: int = 0
+    seconds: float = 0.0
+    roots: list[str] = field(default_factory=list)
+    missing_roots: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "decoded": self.decoded, "reused": self.reused, "removed": self.removed,
+            "invalid": self.invalid, "skipped": self.skipped, "files": self.files,
+            "renamed": self.renamed, "deferred": self.deferred,
+            "seconds": round(self.seconds, 4), "roots": self.roots,
+            "missing_roots": self.missing_roots,
+            "problems": [{"path": p, "reason": r} for p, r in self.problems],
+        }
+
+
+def in_scope(row: KnownFile, root: bytes, root_id: int, options: ScanOptions) -> bool:
+    """Would a walk of ``root`` with ``options`` have found this row's file?"""
+    base = root.rstrip(b"/") + b"/"
+    if row.path.startswith(base):
+        rel = row.path[len(base) :]
+        if not options.recursive and b"/" in rel:
+            return False
+        if not options.include_hidden and any(part.startswith(b".") for part in rel.split(b"/")):
+            return False
+    elif row.root_id != root_id:
+        return False
+    elif not options.include_hidden and is_hidden(row.path):
+        return False
+    return options.extensions is None or extension_of(row.path) in options.extensions
+
+
+def run_update(
+    catalog: Catalog,
+    roots: list[bytes],
+    options: ScanOptions,
+    px_sizes: tuple[int, ...],
+    recipe: str,
+    processes: int | None,
+    max_pixels: int | None,
+    progress: Progress,
+) -> UpdateReport:
+    t0 = time.perf_counter()
+    report = UpdateReport(roots=[os.fsdecode(r) for r in roots])
+    found = scan(roots, options)
+    report.skipped = found.skipped
+    report.problems = [(os.fsdecode(p), r) for p, r in found.problems]
+    root_ids = catalog.ensure_roots([rs.root for rs in found.roots if not rs.missing])
+
+    # what the catalog knows about this scope (and about any file found outside it)
+    known: dict[bytes, KnownFile] = {
+        k.path: k for k in catalog.files_in([rs.root for rs in found.roots], list(root_ids.values()))
+    }
+    stray = [f.path for f in found.files if f.path not in known]
+    known.update(catalog.files_by_path(stray))
+
+    # rows whose file is gone from a walked, present root
+    discovered = {f.path for f in found.files}
+    gone: list[KnownFile] = []
+    for rs in found.roots:
+        if rs.missing:
+            report.missing_roots.append(os.fsdecode(rs.root))
+            continue
+        rid = root_ids[rs.root]
+        scoped = [
+            k for k in known.values()
+            if k.path not in discovered and in_scope(k, rs.root, rid, options)
+            and not any(k.path.startswith(u.rstrip(b"/") + b"/") for u in rs.unreadable)
+        ]
+        if scoped and rs.entries_seen == 0:
+            # an empty root that used to hold files: most likely an unmounted drive
+            report.missing_roots.append(os.fsdecode(rs.root))
+            continue
+        gone.extend(scoped)
+    for m in report.missing_roots:
+        log.warning("root %s is missing or empty (unmounted?): its catalog rows are kept", m)
+
+    # unchanged files are reused; the rest are decoded (or follow a rename)
+    sizes_have = catalog.tensor_sizes(
+        [k.id for f in found.files if (k := known.get(f.path)) is not None and k.status == "ok"],
+        recipe,
+    )
+    todo: list[FileStat] = []
+    need: dict[bytes, tuple[int, ...]] = {}
+    for f in found.files:
+        k = known.get(f.path)
+        if k is not None and (k.size, k.mtime_ns) == (f.size, f.mtime_ns):
+            if k.status == "invalid":
+                report.reused += 1
+                report.invalid += 1
+                continue
+            missing = tuple(px for px in px_sizes if px not in sizes_have.get(k.id, ()))
+            if not missing:
+                report.reused += 1
+                report.files += 1
+                continue
+            need[f.path] = missing
+        todo.append(f)
+
+    # a new path with the size, mtime and inode of a vanished row is that file, renamed
+    by_identity = {(g.size, g.mtime_ns, g.inode): g for g in gone if g.inode}
+    still: list[FileStat] = []
+    for f in todo:
+        g = by_identity.pop((f.size, f.mtime_ns, f.inode), None) if f.path not in known else None
+        if g is not None and catalog.move_row(g.path, f.path, f.size, f.mtime_ns, f.inode,
+                                              root_ids.get(f.root)):
+            gone.remove(g)
+            report.renamed += 1
+            if g.status == "invalid":
+                report.invalid += 1
+                report.reused += 1
+                continue
+            have = catalog.tensor_sizes([g.id], recipe).get(g.id, set())
+            missing = tuple(px for px in px_sizes if px not in have)
+            if missing:
+                need[f.path] = missing
+                still.append(f)
+            else:
+                report.reused += 1
+                report.files += 1
+        else:
+            still.append(f)
+    todo = still
+
+    if gone:
+        report.removed = catalog.remove([g.id for g in gone])
+
+    root_of = {f.path: root_ids.get(f.root) or known[f.path].root_id for f in todo}
+    progress.start(len(todo), "decoding")
+    batch: list[Decoded] = []
+
+    def flush() -> None:
+        if batch:
+            catalog.record(batch, root_of, recipe)
+            batch.clear()
+
+    def on_result(results: list[Decoded]) -> None:
+        for d in results:
+            if d.gone:
+                report.deferred += 1
+                continue
+            report.decoded += 1
+            if d.error:
+                report.invalid += 1
+            else:
+                report.files += 1
+            batch.append(d)
+        if len(batch) >= BATCH:
+            flush()
+        progress.advance(len(results))
+
+    groups: dict[tuple[int, ...], list[bytes]] = {}
+    for f in todo:
+        groups.setdefault(need.get(f.path, px_sizes), []).append(f.path)
+    try:
+        for sizes, paths in groups.items():
+            decode_all(paths, sizes, processes or default_processes(), max_pixels, on_result)
+    finally:
+        flush()
+        progress.finish()
+
+    # rows of files that vanished between the walk and the decode
+    vanished = [k.id for f in todo if (k := known.get(f.path)) and not os.path.lexists(f.path)]
+    if vanished:
+        report.removed += catalog.remove(vanished)
+    catalog.touch_roots(root_ids.values())
+    report.seconds = time.perf_counter() - t0
+    return report
