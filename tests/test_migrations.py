@@ -1,0 +1,192 @@
+"""The schema policy at open: create, back up then upgrade, refuse newer, never touch others."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from difpy_index import migrate
+from difpy_index.db import make_engine
+from difpy_index.errors import NotACatalogError, SchemaTooNewError
+from difpy_index.index import Index
+from difpy_index.models import Base
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_migrations_and_models_agree(catalog_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    Index.open(catalog_path).close()
+    engine = make_engine(catalog_path)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_alembic_check_passes_on_fresh_catalog(catalog_path: Path) -> None:
+    from alembic import command
+
+    Index.open(catalog_path).close()
+    engine = make_engine(catalog_path)
+    try:
+        with engine.connect() as conn:
+            command.check(migrate.alembic_config(conn))  # raises on any pending diff
+    finally:
+        engine.dispose()
+
+
+def test_revisions_match_script_directory() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_heads() == [migrate.HEAD]
+    chain = [r.revision for r in script.walk_revisions()][::-1]  # oldest first
+    assert tuple(chain) == migrate.REVISIONS
+
+
+def test_empty_file_becomes_catalog(catalog_path: Path) -> None:
+    catalog_path.touch()
+    with Index.open(catalog_path) as idx:
+        assert idx.status()["schema"] == migrate.HEAD
+    assert migrate.inspect_file(catalog_path) == migrate.HEAD
+
+
+def test_new_catalog_in_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "cat.sqlite"
+    with Index.open(path) as idx:
+        assert idx.status()["files"] == 0
+    assert path.is_file()
+
+
+def test_wal_mode_and_application_id(catalog_path: Path) -> None:
+    Index.open(catalog_path).close()
+    conn = sqlite3.connect(catalog_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x64696649
+    finally:
+        conn.close()
+
+
+def test_newer_schema_is_refused_and_file_untouched(catalog_path: Path) -> None:
+    Index.open(catalog_path).close()
+    conn = sqlite3.connect(catalog_path)
+    conn.execute("UPDATE alembic_version SET version_num='9999'")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = digest(catalog_path)
+    with pytest.raises(SchemaTooNewError, match="9999"):
+        Index.open(catalog_path)
+    assert digest(catalog_path) == before
+    assert not list(catalog_path.parent.glob("*.bak-*"))  # refused before any backup/upgrade
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello, I am a text file\n", b"SQLite format 3\x00" + b"\x00" * 200, bytes(range(256))],
+    ids=["text", "corrupt-sqlite", "binary"],
+)
+def test_non_catalog_file_is_refused_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(NotACatalogError):
+        Index.open(path)
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_other_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE people(name TEXT)")
+    conn.execute("INSERT INTO people VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(NotACatalogError, match="another program"):
+        Index.open(path)
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_directory_as_catalog_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotACatalogError):
+        Index.open(tmp_path)
+
+
+def test_check_revision_policy(catalog_path: Path) -> None:
+    assert migrate.check_revision(catalog_path, None) is True
+    assert migrate.check_revision(catalog_path, migrate.HEAD) is False
+    for older in migrate.REVISIONS[:-1]:
+        assert migrate.check_revision(catalog_path, older) is True
+    with pytest.raises(SchemaTooNewError):
+        migrate.check_revision(catalog_path, "zzzz")
+
+
+def test_backup_is_a_consistent_copy(catalog_path: Path, tmp_path: Path, make_image) -> None:
+    make_image(tmp_path / "imgs" / "a.png", 1)
+    with Index.open(catalog_path) as idx:
+        idx.update([tmp_path / "imgs"], processes=1)
+        # the row is still in the WAL (not checkpointed): backup() must include it anyway
+        target = migrate.backup(catalog_path, migrate.HEAD)
+    assert target.name.startswith(f"{catalog_path.name}.bak-{migrate.HEAD}-")
+    conn = sqlite3.connect(target)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM files").fetchone()[0] == 1
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == migrate.HEAD
+    finally:
+        conn.close()
+
+
+def test_older_schema_is_backed_up_then_upgraded(
+    catalog_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulate a newer difpy-index (one more revision) opening this HEAD catalog."""
+    Index.open(catalog_path).close()
+    newer = (*migrate.REVISIONS, "0999")
+    monkeypatch.setattr(migrate, "REVISIONS", newer)
+    monkeypatch.setattr(migrate, "HEAD", "0999")
+    calls: list[str] = []
+
+    def fake_upgrade(cfg: object, target: str) -> None:  # the script dir knows no 0999
+        calls.append(target)
+        conn = cfg.attributes["connection"]  # type: ignore[attr-defined]
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num='0999'")
+
+    import alembic.command
+
+    monkeypatch.setattr(alembic.command, "upgrade", fake_upgrade)
+    Index.open(catalog_path).close()
+    assert calls == ["head"]
+    backups = list(catalog_path.parent.glob(f"{catalog_path.name}.bak-{newer[-2]}-*"))
+    assert len(backups) == 1
+    assert migrate.inspect_file(backups[0]) == newer[-2]
+    assert migrate.inspect_file(catalog_path) == "0999"
+
+
+def _open_and_count(path: str) -> int:
+    with Index.open(path) as idx:
+        return int(idx.status()["files"])
+
+
+def test_two_processes_create_one_catalog_concurrently(catalog_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        results = pool.map(_open_and_count, [str(catalog_path)] * 2)
+    assert results == [0, 0]
+    assert migrate.inspect_file(catalog_path) == migrate.HEAD
+    assert not list(catalog_path.parent.glob("*.bak-*"))
