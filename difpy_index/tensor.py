@@ -9,6 +9,7 @@ decompression-bomb warning.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -120,7 +121,9 @@ def decode_file(path: bytes, px_sizes: tuple[int, ...]) -> Decoded:
 
     Image.MAX_IMAGE_PIXELS = _worker_max_pixels
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
+        # O_NONBLOCK: a path swapped for a FIFO since the scan must not hang the worker
+        # (it has no effect on regular files); non-regular files are rejected below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
         return Decoded(path, gone=True)
     except OSError as exc:
@@ -128,9 +131,12 @@ def decode_file(path: bytes, px_sizes: tuple[int, ...]) -> Decoded:
         if st is None:
             return Decoded(path, gone=True)
         return Decoded(path, st.st_size, st.st_mtime_ns, st.st_ino, error=one_line(exc))
-    with fh:
-        before = os.fstat(fh.fileno())
-        stat_fields = (before.st_size, before.st_mtime_ns, before.st_ino)
+    before = os.fstat(fd)
+    stat_fields = (before.st_size, before.st_mtime_ns, before.st_ino)
+    if not stat.S_ISREG(before.st_mode):
+        os.close(fd)
+        return Decoded(path, *stat_fields, error="not a regular file")
+    with open(fd, "rb") as fh:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
