@@ -1,0 +1,543 @@
+"""Exact duplicate / similar image search over difPy tensors, in pure numpy.
+
+What is computed is SEMANTICS.md sections 3-4, exactly: the true MSE (integer sum of
+squares over all ``px*px*3`` elements divided by the count, float64, no uint8 wrap),
+the minimum over the four rotations of the second image when ``rotate``, and groups
+claimed greedily in quality-rank order. Nothing here is approximate: every speed-up is
+either an exact equivalence or a *lower bound* on the MSE that is only used to skip pairs
+that cannot match; every reported pair is verified with integer arithmetic.
+
+Strategy (why it is fast):
+
+* ``threshold == 0``: equality under rotation is an equivalence, so groups are its
+  classes. Each image gets a 128-bit hash of each of its four rotations; the class id is
+  the smallest of the four, equal ids are verified byte for byte (a hash collision falls
+  back to exact comparison). Linear in ``n``.
+* ``threshold > 0``: three exact lower bounds, each cheaper than the next check:
+
+  1. ``(mean(a) - mean(b))**2`` (Jensen). Images are sorted by ``(dims bucket, mean)``
+     and each block of rows is compared only with the window of ``sqrt(threshold)``
+     after it, so unrelated images are never touched.
+  2. Means over rotation *orbits* of a rotation-symmetric block grid (weighted by pixel
+     count, Cauchy-Schwarz), invariant under rotation; evaluated for a block of rows
+     against its window with one BLAS matmul (``|a|^2 + |b|^2 - 2ab``, float64, with a
+     safety margin, so it can only let too much through, never too little).
+  3. Block means on a finer rotation-symmetric grid, compared for each rotation
+     separately, which also tells which rotations can be skipped in verification.
+
+  Survivors are verified exactly (int32/int64 differences) while claiming groups in
+  quality-rank order, so a pair is only verified when its better image is a key and the
+  other is still unclaimed. If the bounds let through more than ``_PAIR_BUDGET`` pairs
+  (very large thresholds), the search switches to a walk over keys in rank order
+  against the still-unclaimed images, whose cost shrinks as images get claimed.
+
+``processes`` is accepted for API compatibility and ignored: the heavy steps are BLAS
+matmuls and numpy reductions, which use the machine's cores (and release the GIL) already.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Group", "Member", "find_groups", "match_against", "mse_exact", "quality_order"]
+
+#: Grid for the rotation-invariant orbit bound (stage 2): 6x6 blocks -> 9 orbits x 3.
+_GRID_ORBIT = 6
+#: Grid for the rotation-aware block bound (stage 3): 10x10 blocks x 3 channels.
+_GRID_BLOCK = 10
+#: Candidate pairs kept after the bounds before switching to the per-key walk.
+_PAIR_BUDGET = 4_000_000
+#: Rows per block in the sorted sweep, and columns per matmul chunk.
+_ROW_BLOCK = 512
+_COL_BLOCK = 8192
+#: Rows per chunk when deriving features or hashes from tensors (bounds memory).
+_CHUNK = 1024
+#: Candidate pairs per chunk in the rotation-aware bound.
+_PAIR_CHUNK = 16384
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One image claimed by a key (or matching a query)."""
+
+    index: int  #: row index into the input arrays
+    mse: float  #: exact true MSE to the key (min over rotations if rotate)
+    rotation: int  #: degrees; ``np.rot90(member, k=rotation // 90)`` gives ``mse`` to the key
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A key (the best image of its group) and the images it claimed."""
+
+    key: int  #: row index of the key
+    members: tuple[Member, ...]  #: ordered by (mse, path)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _margin(threshold: float) -> float:
+    """Slack added to float64 lower bounds so rounding can never prune a true match."""
+    return 1e-6 + 1e-9 * threshold
+
+
+def quality_order(
+    widths: np.ndarray, heights: np.ndarray, sizes: np.ndarray, paths: Sequence[bytes]
+) -> np.ndarray:
+    """Permutation: more pixels (w*h) first, then larger file size, then path ascending.
+
+    This is the order keys are chosen in (SEMANTICS.md section 4); it is a total order on
+    distinct paths, so the result never depends on the input row order.
+    """
+    n = len(paths)
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    pixels = np.asarray(widths, dtype=np.int64) * np.asarray(heights, dtype=np.int64)
+    by_path = sorted(range(n), key=paths.__getitem__)
+    path_rank = np.empty(n, dtype=np.int64)
+    path_rank[by_path] = np.arange(n)
+    return np.lexsort((path_rank, -np.asarray(sizes, dtype=np.int64), -pixels))
+
+
+def _acc_dtype(d: int) -> type:
+    """int32 holds a sum of d squared uint8 differences up to d = 33025 (px <= 104)."""
+    return np.int32 if d * 255 * 255 < 2**31 else np.int64
+
+
+def mse_exact(a: np.ndarray, b: np.ndarray, rotate: bool) -> tuple[float, int]:
+    """Reference-grade exact MSE of two tensors and the rotation (degrees) of ``b``.
+
+    Integer sum of squares divided by the count, in float64; with ``rotate`` the minimum
+    over ``np.rot90(b, k)`` for k = 0..3 (the smallest k wins a tie).
+    """
+    ai = np.asarray(a, dtype=np.int64)
+    best, best_k = math.inf, 0
+    for k in range(4 if rotate else 1):
+        d = ai - np.rot90(np.asarray(b), k).astype(np.int64)
+        flat = d.ravel()
+        m = int(flat @ flat) / d.size
+        if m < best:
+            best, best_k = m, k
+    return float(best), 90 * best_k
+
+
+def _segments(px: int, m: int) -> np.ndarray:
+    """Boundaries of m segments of [0, px) whose sizes read the same backwards.
+
+    A grid built from such segments maps onto itself under 90-degree rotation, so block
+    means of a rotated tensor are the rotated block means (needed for exact bounds).
+    """
+    m = max(1, min(m, px))
+    if px % 2 and m % 2 == 0:
+        m -= 1  # an odd side needs a middle segment straddling the centre
+    return np.array(
+        [(i * px) // m if 2 * i <= m else px - ((m - i) * px) // m for i in range(m + 1)],
+        dtype=np.intp,
+    )
+
+
+def _block_sums(t: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(c, px, px, 3) uint8 -> (c, m, m, 3) int64 sums over the grid blocks."""
+    starts = bounds[:-1]
+    s = np.add.reduceat(t, starts, axis=1, dtype=np.int64)
+    return np.add.reduceat(s, starts, axis=2)
+
+
+def _orbit_matrix(m: int) -> np.ndarray:
+    """(m*m, n_orbits) 0/1 matrix assigning each block to its rotation orbit."""
+    ids = np.arange(m * m).reshape(m, m)
+    rep = np.minimum.reduce([np.rot90(ids, k).ravel() for k in range(4)])
+    # rot90 of the id grid lists, for each position, the block that lands there.
+    _, orbit = np.unique(rep, return_inverse=True)
+    mat = np.zeros((m * m, int(orbit.max()) + 1), dtype=np.int64)
+    mat[np.arange(m * m), orbit] = 1
+    return mat
+
+
+@dataclass(slots=True)
+class _Features:
+    """Per-row lower-bound features, weighted so squared distances bound the MSE."""
+
+    mean: np.ndarray  # (n,) overall mean
+    orbit: np.ndarray  # (n, k) rotation-invariant orbit features
+    block: np.ndarray  # (n, m, m, 3) rotation-aware block features
+
+
+def _features(tensors: np.ndarray, rows: np.ndarray) -> _Features:
+    """Features of ``tensors[rows]``, computed in chunks to bound memory."""
+    n = len(rows)
+    px = tensors.shape[1]
+    d = px * px * 3
+    b1, b2 = _segments(px, _GRID_ORBIT), _segments(px, _GRID_BLOCK)
+    s1, s2 = np.diff(b1), np.diff(b2)
+    m1, m2 = len(s1), len(s2)
+    orb = _orbit_matrix(m1)
+    orbit_pixels = (np.outer(s1, s1).ravel() @ orb).astype(np.float64)  # (k,)
+    w1 = 1.0 / np.sqrt(orbit_pixels * d)  # sum / sqrt(N d) = mean * sqrt(N / d)
+    w2 = 1.0 / np.sqrt(np.outer(s2, s2).astype(np.float64) * d)
+    mean = np.empty(n, dtype=np.float64)
+    orbit = np.empty((n, orb.shape[1] * 3), dtype=np.float64)
+    block = np.empty((n, m2, m2, 3), dtype=np.float64)
+    for c0 in range(0, n, _CHUNK):
+        t = tensors[rows[c0 : c0 + _CHUNK]]
+        c = len(t)
+        g1 = _block_sums(t, b1).reshape(c, m1 * m1, 3)
+        o = np.einsum("cbk,bo->cok", g1, orb)  # (c, orbits, 3) int64
+        mean[c0 : c0 + c] = o.sum(axis=(1, 2)) / d
+        orbit[c0 : c0 + c] = (o * w1[None, :, None]).reshape(c, -1)
+        block[c0 : c0 + c] = _block_sums(t, b2) * w2[None, :, :, None]
+    return _Features(mean, orbit, block)
+
+
+def _dim_buckets(*dims: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Bucket ids such that equal ids <=> (w, h) equal up to swapping, shared across sets."""
+    lo = np.concatenate([np.minimum(w, h) for w, h in dims]).astype(np.int64)
+    hi = np.concatenate([np.maximum(w, h) for w, h in dims]).astype(np.int64)
+    _, ids = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+    ids = ids.ravel()
+    out, at = [], 0
+    for w, _h in dims:
+        out.append(ids[at : at + len(w)])
+        at += len(w)
+    return out
+
+
+def _verify(
+    key: np.ndarray, tensors: np.ndarray, cands: np.ndarray, lbs: np.ndarray | None,
+    threshold: float, rotate: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact MSE (min over allowed rotations) and rotation k of each candidate to ``key``.
+
+    ``mse(key, rot90(b, k)) == mse(rot90(key, -k), b)``, so the key is rotated once per k
+    instead of every candidate. Rotations whose lower bound exceeds the threshold are
+    skipped: they cannot match, so they cannot be the minimum of a matching pair either.
+    """
+    c = len(cands)
+    d = key.size
+    acc = _acc_dtype(d)
+    best = np.full(c, np.inf)
+    best_k = np.zeros(c, dtype=np.int64)
+    if c == 0:
+        return best, best_k
+    lim = threshold + _margin(threshold)
+    x = None
+    for k in range(4 if rotate else 1):
+        sel = np.arange(c) if lbs is None else np.flatnonzero(lbs[:, k] <= lim)
+        if len(sel) == 0:
+            continue
+        if x is None:
+            x = tensors[cands].reshape(c, d).astype(acc)
+        kr = np.rot90(key, -k).reshape(d).astype(acc)
+        diff = x[sel] - kr
+        ss = np.einsum("ij,ij->i", diff, diff)
+        m = ss / d
+        better = m < best[sel]
+        best[sel[better]] = m[better]
+        best_k[sel[better]] = k
+    return best, best_k
+
+
+def _rot_lbs(feat: _Features, ia: np.ndarray, ib: np.ndarray, rotate: bool) -> np.ndarray:
+    """(len(ia), 4 or 1) block lower bounds of mse(a, rot90(b, k)) for each pair."""
+    out = np.empty((len(ia), 4 if rotate else 1))
+    for c0 in range(0, len(ia), _PAIR_CHUNK):
+        fa = feat.block[ia[c0 : c0 + _PAIR_CHUNK]]
+        fb = feat.block[ib[c0 : c0 + _PAIR_CHUNK]]
+        for k in range(out.shape[1]):
+            diff = fa - np.rot90(fb, k, axes=(1, 2))
+            out[c0 : c0 + len(fa), k] = np.einsum("cijk,cijk->c", diff, diff)
+    return out
+
+
+# --------------------------------------------------------------------------- threshold 0
+
+
+def _rotation_hashes(tensors: np.ndarray, rows: np.ndarray, rotate: bool) -> np.ndarray:
+    """(n, 4 or 1, 2) uint64: a 128-bit hash of each rotation of each row (chunked)."""
+    px = tensors.shape[1]
+    d = px * px * 3
+    words = -(-d // 8)
+    rng = np.random.default_rng(0x5EED)
+    mult = rng.integers(1, 2**63, size=(2, words), dtype=np.uint64) | np.uint64(1)
+    nrot = 4 if rotate else 1
+    out = np.empty((len(rows), nrot, 2), dtype=np.uint64)
+    buf = np.zeros((_CHUNK, words * 8), dtype=np.uint8)
+    for c0 in range(0, len(rows), _CHUNK):
+        t = tensors[rows[c0 : c0 + _CHUNK]]
+        c = len(t)
+        for k in range(nrot):
+            buf[:c, :d] = np.rot90(t, k, axes=(1, 2)).reshape(c, d)
+            w = buf[:c].view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            w ^= w >> np.uint64(31)
+            out[c0 : c0 + c, k, 0] = (w * mult[0]).sum(axis=1)
+            out[c0 : c0 + c, k, 1] = (w * mult[1]).sum(axis=1)
+    return out
+
+
+def _groups_exact(
+    tensors: np.ndarray, rows: np.ndarray, rank: np.ndarray, bucket: np.ndarray | None,
+    rotate: bool,
+) -> list[tuple[int, list[tuple[int, float, int]]]]:
+    """Groups for threshold 0 in local indices: classes of equality under rotation."""
+    h = _rotation_hashes(tensors, rows, rotate)
+    h0 = h[:, :, 0]
+    m0 = h0.min(axis=1)
+    m1 = np.where(h0 == m0[:, None], h[:, :, 1], np.uint64(2**64 - 1)).min(axis=1)
+    keys = [m1, m0] if bucket is None else [m1, m0, bucket]
+    order = np.lexsort([rank, *keys])  # class, then rank inside the class
+    sk = np.stack([k[order] for k in keys], axis=1)
+    starts = np.flatnonzero(np.r_[True, np.any(sk[1:] != sk[:-1], axis=1)])
+    ends = np.r_[starts[1:], len(order)]
+    multi = (ends - starts) > 1
+    groups = []
+    for s, e in zip(starts[multi], ends[multi]):
+        cls = order[s:e]
+        key = cls[0]
+        kt = tensors[rows[key]]
+        members, ok = [], True
+        for b in cls[1:]:
+            hit = np.flatnonzero(np.all(h[b] == h[key, 0], axis=1))
+            k = int(hit[0]) if len(hit) else 0
+            if not len(hit) or not np.array_equal(np.rot90(tensors[rows[b]], k), kt):
+                ok = False
+                break
+            members.append((int(b), 0.0, k))
+        if ok:
+            groups.append((int(key), members))
+            continue
+        # Hash collision (never seen in practice): split the class exactly.
+        left = list(cls)
+        while len(left) > 1:
+            key, rest, left, members = left[0], left[1:], [], []
+            for b in rest:
+                m, deg = mse_exact(tensors[rows[key]], tensors[rows[b]], rotate)
+                (members.append((int(b), 0.0, deg // 90)) if m == 0 else left.append(b))
+            if members:
+                groups.append((int(key), members))
+    groups.sort(key=lambda g: rank[g[0]])
+    return groups
+
+
+# --------------------------------------------------------------------------- threshold > 0
+
+
+def _sweep_pairs(
+    feat: _Features, bucket: np.ndarray | None, threshold: float, rotate: bool, budget: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """All unordered pairs passing the three bounds, or None if more than ``budget``."""
+    n = len(feat.mean)
+    r = min(math.sqrt(threshold), 256.0) + 1e-6
+    comp = feat.mean if bucket is None else bucket * 1024.0 + feat.mean
+    order = np.argsort(comp, kind="stable")
+    cs = comp[order]
+    fs = feat.orbit[order]
+    ns = np.einsum("ij,ij->i", fs, fs)
+    bs = None if bucket is None else bucket[order]
+    lim = threshold + _margin(threshold)
+    out_a, out_b, total = [], [], 0
+    for s in range(0, n, _ROW_BLOCK):
+        e = min(n, s + _ROW_BLOCK)
+        hi = int(np.searchsorted(cs, cs[e - 1] + r, side="right"))
+        for c0 in range(s, hi, _COL_BLOCK):
+            c1 = min(hi, c0 + _COL_BLOCK)
+            g = fs[s:e] @ fs[c0:c1].T
+            g *= -2.0
+            g += ns[s:e, None]
+            g += ns[None, c0:c1]
+            mask = g <= lim
+            mask &= np.arange(c0, c1)[None, :] > np.arange(s, e)[:, None]
+            if bs is not None:
+                mask &= bs[s:e, None] == bs[None, c0:c1]
+            ii, jj = np.nonzero(mask)
+            if len(ii) == 0:
+                continue
+            ia, ib = order[s + ii], order[c0 + jj]
+            lbs = _rot_lbs(feat, ia, ib, rotate)
+            keep = lbs.min(axis=1) <= lim
+            total += int(keep.sum())
+            if total > budget:
+                return None
+            out_a.append(ia[keep])
+            out_b.append(ib[keep])
+    if not out_a:
+        e0 = np.zeros(0, dtype=np.intp)
+        return e0, e0, np.zeros((0, 4 if rotate else 1))
+    ia, ib = np.concatenate(out_a), np.concatenate(out_b)
+    return ia, ib, _rot_lbs(feat, ia, ib, rotate)
+
+
+def _claim_from_pairs(
+    tensors: np.ndarray, rows: np.ndarray, rank: np.ndarray, pairs: tuple,
+    threshold: float, rotate: bool,
+) -> list[tuple[int, list[tuple[int, float, int]]]]:
+    """Greedy claiming in rank order over candidate pairs, verifying lazily and exactly."""
+    ia, ib, lbs = pairs
+    swap = rank[ia] > rank[ib]
+    a, b = np.where(swap, ib, ia), np.where(swap, ia, ib)
+    if rotate:  # mse(b, rot_k a) pairs with mse(a, rot_-k b): mirror the bounds
+        lbs = np.where(swap[:, None], lbs[:, [0, 3, 2, 1]], lbs)
+    order = np.argsort(rank[a], kind="stable")
+    a, b, lbs = a[order], b[order], lbs[order]
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]]) if len(a) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(a)]
+    claimed = np.zeros(len(rows), dtype=bool)
+    groups = []
+    for s, e in zip(starts, ends):
+        key = a[s]
+        if claimed[key]:
+            continue
+        free = ~claimed[b[s:e]]
+        cands, cl = b[s:e][free], lbs[s:e][free]
+        if len(cands) == 0:
+            continue
+        mse, ks = _verify(tensors[rows[key]], tensors, rows[cands], cl, threshold, rotate)
+        hit = mse <= threshold
+        if hit.any():
+            claimed[cands[hit]] = True
+            groups.append(
+                (int(key), [(int(m), float(v), int(k)) for m, v, k in zip(cands[hit], mse[hit], ks[hit])])
+            )
+    return groups
+
+
+def _claim_walk(
+    tensors: np.ndarray, rows: np.ndarray, rank: np.ndarray, feat: _Features,
+    bucket: np.ndarray | None, threshold: float, rotate: bool,
+) -> list[tuple[int, list[tuple[int, float, int]]]]:
+    """Dense fallback: each key in rank order against every still-unclaimed later row."""
+    lim = threshold + _margin(threshold)
+    alive = np.argsort(rank, kind="stable")
+    norms = np.einsum("ij,ij->i", feat.orbit, feat.orbit)
+    groups = []
+    while len(alive) > 1:
+        key, rest = alive[0], alive[1:]
+        if bucket is not None:
+            rest = rest[bucket[rest] == bucket[key]]
+        lb = norms[rest] + norms[key] - 2.0 * (feat.orbit[rest] @ feat.orbit[key])
+        cands = rest[lb <= lim]
+        hit_rows = np.zeros(0, dtype=np.intp)
+        if len(cands):
+            lbs = _rot_lbs(feat, np.full(len(cands), key), cands, rotate)
+            ok = lbs.min(axis=1) <= lim
+            cands, lbs = cands[ok], lbs[ok]
+            mse, ks = _verify(tensors[rows[key]], tensors, rows[cands], lbs, threshold, rotate)
+            hit = mse <= threshold
+            if hit.any():
+                hit_rows = cands[hit]
+                groups.append(
+                    (int(key), [(int(m), float(v), int(k)) for m, v, k in zip(hit_rows, mse[hit], ks[hit])])
+                )
+        alive = alive[1:]
+        if len(hit_rows):
+            alive = alive[~np.isin(alive, hit_rows)]
+    return groups
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def find_groups(
+    tensors: np.ndarray,
+    widths: np.ndarray,
+    heights: np.ndarray,
+    sizes: np.ndarray,
+    paths: list[bytes],
+    threshold: float,
+    rotate: bool = True,
+    same_dim: bool = True,
+    subset: np.ndarray | None = None,
+    processes: int | None = None,
+) -> list[Group]:
+    """Groups in key quality-rank order; groups of one omitted (SEMANTICS.md section 4).
+
+    ``subset`` restricts the search to those row indices (``in_folder``); indices in the
+    result always refer to rows of the full input. ``processes`` is ignored (see module
+    docstring). ``tensors`` is only read, so a read-only memory map is fine.
+    """
+    threshold = float(threshold)
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+    n_all = len(paths)
+    rows = np.arange(n_all) if subset is None else np.unique(np.asarray(subset, dtype=np.intp))
+    if len(rows) < 2:
+        return []
+    widths, heights = np.asarray(widths)[rows], np.asarray(heights)[rows]
+    local_paths = [paths[i] for i in rows]
+    perm = quality_order(widths, heights, np.asarray(sizes)[rows], local_paths)
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[perm] = np.arange(len(rows))
+    bucket = _dim_buckets((widths, heights))[0] if same_dim else None
+    if threshold == 0:
+        raw = _groups_exact(tensors, rows, rank, bucket, rotate)
+    else:
+        feat = _features(tensors, rows)
+        pairs = _sweep_pairs(feat, bucket, threshold, rotate, _PAIR_BUDGET)
+        if pairs is None:
+            raw = _claim_walk(tensors, rows, rank, feat, bucket, threshold, rotate)
+        else:
+            raw = _claim_from_pairs(tensors, rows, rank, pairs, threshold, rotate)
+    out = []
+    for key, members in raw:
+        members.sort(key=lambda m: (m[1], local_paths[m[0]]))
+        out.append(
+            Group(int(rows[key]), tuple(Member(int(rows[i]), v, 90 * k) for i, v, k in members))
+        )
+    return out
+
+
+def match_against(
+    queries: np.ndarray,
+    q_widths: np.ndarray,
+    q_heights: np.ndarray,
+    tensors: np.ndarray,
+    widths: np.ndarray,
+    heights: np.ndarray,
+    threshold: float,
+    rotate: bool = True,
+    same_dim: bool = True,
+) -> list[list[Member]]:
+    """For each query, every catalog row matching it (mse <= threshold), by (mse, row index).
+
+    ``Member.rotation`` rotates the catalog row onto the query. No claiming: a catalog row
+    may match several queries.
+    """
+    threshold = float(threshold)
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+    m, n = len(queries), len(tensors)
+    if m == 0:
+        return []
+    if n == 0:
+        return [[] for _ in range(m)]
+    qf = _features(queries, np.arange(m))
+    cf = _features(tensors, np.arange(n))
+    if same_dim:
+        qb, cb = _dim_buckets((np.asarray(q_widths), np.asarray(q_heights)),
+                              (np.asarray(widths), np.asarray(heights)))
+    lim = threshold + _margin(threshold)
+    cn = np.einsum("ij,ij->i", cf.orbit, cf.orbit)
+    out: list[list[Member]] = []
+    for q in range(m):
+        lb = cn + qf.orbit[q] @ qf.orbit[q] - 2.0 * (cf.orbit @ qf.orbit[q])
+        ok = lb <= lim
+        if same_dim:
+            ok &= cb == qb[q]
+        cands = np.flatnonzero(ok)
+        res: list[Member] = []
+        if len(cands):
+            fa = np.broadcast_to(qf.block[q], (len(cands),) + qf.block.shape[1:])
+            lbs = np.stack(
+                [np.einsum("cijk,cijk->c", d_ := fa - np.rot90(cf.block[cands], k, axes=(1, 2)), d_)
+                 for k in range(4 if rotate else 1)], axis=1)
+            keep = lbs.min(axis=1) <= lim
+            cands, lbs = cands[keep], lbs[keep]
+            mse, ks = _verify(queries[q], tensors, cands, lbs, threshold, rotate)
+            hit = np.flatnonzero(mse <= threshold)
+            res = sorted((Member(int(cands[i]), float(mse[i]), 90 * int(ks[i])) for i in hit),
+                         key=lambda mm: (mm.mse, mm.index))
+        out.append(res)
+    return out
