@@ -338,3 +338,117 @@ def test_catalog_matches_disk_after_any_sequence(tmp_path_factory: pytest.TempPa
                         assert t is not None and np.array_equal(t, expected_tensor(path))
                     if status == "invalid":
                         assert idx.tensor(path) is None
+
+
+# --------------------------------------------------------------------- crashes and kills
+def _run_cli(catalog: Path, *args: object, env: dict[str, str] | None = None,
+             timeout: float = 120) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "difpy_index", "--catalog", str(catalog), *map(os.fspath, args)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def _integrity(catalog: Path) -> str:
+    conn = sqlite3.connect(catalog)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_update_then_rerun_finishes(catalog_path: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "many"
+    root.mkdir()
+    src = root / "seed.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)).save(
+        src, quality=95)
+    for i in range(400):
+        shutil.copyfile(src, root / f"c{i:03}.jpg")
+    Index.open(catalog_path).close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "difpy_index", "--catalog", str(catalog_path), "update", str(root),
+         "--processes", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    committed = 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                committed = len(catalog_rows(catalog_path))
+            except sqlite3.OperationalError:
+                committed = 0
+            if committed:
+                break
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its decode workers
+        proc.wait()
+    if not 0 < committed < 401:
+        pytest.skip(f"update finished before it could be killed ({committed} rows)")
+    assert proc.returncode == -signal.SIGKILL
+    assert _integrity(catalog_path) == "ok"
+    kept = len(catalog_rows(catalog_path))
+    assert 0 < kept < 401
+    out = _run_cli(catalog_path, "update", root, "--processes", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    import json
+
+    rep = json.loads(out.stdout)
+    assert rep["reused"] >= kept and rep["decoded"] == 401 - rep["reused"]
+    assert rep["files"] == 401
+    assert _integrity(catalog_path) == "ok"
+    assert {p: v[:2] for p, v in catalog_rows(catalog_path).items()} == disk_files(root)
+
+
+CRASHER = '''
+"""Stands in for the optional HEIF plugin: registers a Pillow opener that kills its process."""
+import os
+from PIL import Image, ImageFile
+
+
+class _Crash(ImageFile.ImageFile):
+    format = "CRASH"
+
+    def _open(self):
+        os._exit(7)
+
+
+def register_heif_opener():
+    Image.register_open("CRASH", _Crash, lambda prefix: prefix[:7] == b"CRASHME")
+'''
+
+
+@pytest.mark.slow
+def test_worker_crash_marks_only_the_culprit_invalid(catalog_path: Path, tmp_path: Path) -> None:
+    """A decoder that kills its worker: the pool is rebuilt, the others are decoded."""
+    import json
+
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "pillow_heif.py").write_text(CRASHER)
+    root = tmp_path / "imgs"
+    for i in range(30):
+        write_image(root / f"{i:02}.png", i)
+    (root / "13x.png").write_bytes(b"CRASHME" + b"\0" * 100)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(plugin), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    out = _run_cli(catalog_path, "update", root, "--processes", "2", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    rep = json.loads(out.stdout)
+    assert (rep["files"], rep["invalid"], rep["decoded"]) == (30, 1, 31)
+    conn = sqlite3.connect(catalog_path)
+    (path, reason), = conn.execute("SELECT path, error FROM files WHERE status='invalid'").fetchall()
+    conn.close()
+    assert bytes(path).endswith(b"13x.png") and "crash" in reason
