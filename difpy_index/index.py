@@ -149,6 +149,35 @@ class Index:
             self.max_pixels, progress or NullProgress(),
         )
 
+    def update_paths(
+        self,
+        paths: Iterable[PathLike],
+        roots: PathLike | Iterable[PathLike],
+        *,
+        px_size: int | Sequence[int] = DEFAULT_PX_SIZE,
+        include_hidden: bool = False,
+        limit_extensions: bool = True,
+        processes: int | None = None,
+        progress: Progress | None = None,
+    ) -> UpdateReport:
+        """``update`` restricted to the given files below ``roots`` (the watcher's batches):
+        re-stat each, decode what changed, drop what is gone, let moved rows follow."""
+        from .scan import ScanOptions, check_dirs
+        from .tensor import image_extensions
+        from .update import run_update_paths
+
+        sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
+        sizes = tuple(sorted({check_px_size(px) for px in sizes}))
+        options = ScanOptions(
+            recursive=True, include_hidden=include_hidden,
+            extensions=image_extensions() if limit_extensions else None,
+        )
+        files = [os.fsencode(os.path.abspath(os.fsdecode(p))) for p in _as_list(paths)]
+        return run_update_paths(
+            self._catalog, files, check_dirs(_as_list(roots)), options, sizes, self.recipe,
+            check_processes(processes), self.max_pixels, progress or NullProgress(),
+        )
+
     # -- read ---------------------------------------------------------------------------
     def tensor(self, path: PathLike, px_size: int = DEFAULT_PX_SIZE) -> np.ndarray | None:
         """The cached uint8 (px, px, 3) tensor of a file, or None if it has none."""
@@ -205,8 +234,13 @@ class Index:
         in_folder: bool = False,
         px_size: int = DEFAULT_PX_SIZE,
         processes: int | None = None,
+        recursive: bool = True,
     ) -> SearchResult:
-        """difPy's search over the cached tensors (SEMANTICS.md sections 3-5)."""
+        """difPy's search over the cached tensors (SEMANTICS.md sections 3-5).
+
+        ``recursive=False`` searches only the files directly inside the folders (difPy's
+        ``build(recursive=False)``), even if the catalog also holds their subfolders.
+        """
         from . import engine
 
         t0 = time.time()
@@ -221,6 +255,9 @@ class Index:
         folders = self._resolve_search_dirs(dirs)
         data = self._catalog.search_input(px_size, self.recipe, folders)
         self._check_px_cached(data, px_size, folders)
+        if not recursive:
+            tops = folders if folders is not None else [r.path for r in self._catalog.roots()]
+            data = _top_level(data, tops)
         scopes: list[tuple[bytes | None, np.ndarray | None]]
         if in_folder:
             scope_dirs = folders if folders is not None else [r.path for r in self._catalog.roots()]
@@ -252,6 +289,9 @@ class Index:
             target[g.key] = [[m.path, m.mse] for m in g.members]
         lower = sorted({m.path for g in groups for m in g.members})
         invalid = self._catalog.invalid_in(folders)
+        if not recursive:
+            tops_set = set(tops)
+            invalid = {p: r for p, r in invalid.items() if os.path.dirname(p) in tops_set}
         n_files = len(data.paths)
         stats = {
             "directory": [_display(f) for f in folders] if folders is not None else self.roots(),
@@ -362,3 +402,20 @@ def _below(paths: list[bytes], folder: bytes) -> np.ndarray:
 
     base = folder.rstrip(b"/") + b"/"
     return np.array([i for i, p in enumerate(paths) if p.startswith(base)], dtype=np.int64)
+
+
+def _top_level(data: SearchInput, folders: list[bytes]) -> SearchInput:
+    """Only the rows directly inside ``folders`` (a non-recursive search)."""
+    import numpy as np
+
+    from .catalog import SearchInput
+
+    tops = set(folders)
+    keep = np.array(
+        [i for i, p in enumerate(data.paths) if os.path.dirname(p) in tops], dtype=np.int64
+    )
+    return SearchInput(
+        ids=data.ids[keep], paths=[data.paths[i] for i in keep], root_ids=data.root_ids[keep],
+        sizes=data.sizes[keep], widths=data.widths[keep], heights=data.heights[keep],
+        tensors=data.tensors[keep],
+    )
