@@ -1,0 +1,555 @@
+"""A self-contained HTML review page of a search result (``search --report``).
+
+People do not delete hundreds of photos on the word of an MSE number: the page shows each
+group's key and members side by side, with a heat map of where each member differs from
+its key, and lets the reader untick files to keep before downloading a plan for
+``difpy-index apply``. One file, no network: thumbnails and heat maps are data URIs, the
+CSS and the small script are inline. Without JavaScript the page is still a plain list of
+images with the full plan pre-filled in a text box.
+
+Thumbnails are made from the original files in worker processes (the decode pool's start
+method); heat maps come from the cached tensors the search compared.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .results import SearchResult
+
+THUMB_PX = 160  #: longest side of a thumbnail
+HEAT_SCALE = 2  #: heat map pixels per tensor pixel (a 50 px tensor -> 100 px map)
+PAGE_GROUPS = 100  #: groups per page section
+TASK_FILES = 16  #: files per worker task
+INLINE_BELOW = 24  #: fewer files than this are thumbnailed in-process
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Thumb:
+    """A worker's answer for one file: an encoded thumbnail and what the file is now."""
+
+    path: bytes
+    data: bytes | None = None
+    mime: str = ""
+    width: int = 0
+    height: int = 0
+    size: int = 0
+    mtime: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInfo:
+    """What ``write_report`` wrote: counts as shown at the top of the page."""
+
+    path: str
+    groups: int
+    files: int
+    lower_quality: int
+    bytes_freed: int
+    pages: int
+    previews_failed: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+# --------------------------------------------------------------------------- workers
+def _init_thumb_worker(max_pixels: int | None) -> None:
+    import warnings
+
+    from PIL import Image
+
+    from .tensor import init_worker
+
+    init_worker(max_pixels)
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def make_thumb(path: bytes, px: int = THUMB_PX) -> Thumb:
+    """Thumbnail one file; any failure becomes ``error`` (the page shows a placeholder)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return Thumb(path, error=exc.strerror or "cannot stat")
+    try:
+        with open(path, "rb") as fh, Image.open(fh) as img:
+            width, height = img.size
+            if img.format == "JPEG":
+                img.draft("RGB", (px, px))  # decode at 1/2..1/8 scale: much faster
+            alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+            img = img.convert("RGBA" if alpha else "RGB")
+            img.thumbnail((px, px), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            buf = io.BytesIO()
+            if alpha:
+                img.save(buf, "PNG", optimize=False)
+                mime = "image/png"
+            else:
+                img.save(buf, "JPEG", quality=75)
+                mime = "image/jpeg"
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a placeholder
+        from .tensor import one_line
+
+        return Thumb(path, size=st.st_size, mtime=st.st_mtime, error=one_line(exc))
+    return Thumb(path, buf.getvalue(), mime, width, height, st.st_size, st.st_mtime)
+
+
+def thumb_batch(paths: list[bytes], px: int) -> list[Thumb]:
+    return [make_thumb(p, px) for p in paths]
+
+
+def make_thumbs(paths: Sequence[bytes], px: int = THUMB_PX, processes: int | None = None,
+                max_pixels: int | None = None) -> dict[bytes, Thumb]:
+    """Thumbnails of every path, in worker processes when there are enough of them."""
+    from .pool import default_processes
+    from .tensor import DEFAULT_MAX_PIXELS
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    procs = default_processes() if processes is None else max(1, processes)
+    out: dict[bytes, Thumb] = {}
+    if procs <= 1 or len(paths) < INLINE_BELOW:
+        _init_thumb_worker(limit)
+        for p in paths:
+            out[p] = make_thumb(p, px)
+        return out
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .pool import _context, _main_not_reimported
+
+    tasks = [list(paths[i : i + TASK_FILES]) for i in range(0, len(paths), TASK_FILES)]
+    with _main_not_reimported():
+        executor = ProcessPoolExecutor(max_workers=procs, mp_context=_context(),
+                                       initializer=_init_thumb_worker, initargs=(limit,))
+        try:
+            futures = [(executor.submit(thumb_batch, t, px), t) for t in tasks]
+            for fut, task in futures:
+                try:
+                    for t in fut.result():
+                        out[t.path] = t
+                except BrokenProcessPool:
+                    for p in task:  # a decoder crash: no preview, never a crash of ours
+                        out.setdefault(p, Thumb(p, error="preview crashed the decoder"))
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+# --------------------------------------------------------------------------- heat maps
+_CMAP = (  # black -> purple -> orange -> pale yellow ("inferno"-like, readable in grey)
+    (0.0, (0, 0, 4)), (0.35, (120, 28, 109)), (0.7, (237, 105, 37)), (1.0, (252, 255, 164)),
+)
+
+
+def heat_map(key: np.ndarray, member: np.ndarray, rotation: int, scale: int = HEAT_SCALE) -> bytes:
+    """PNG of the per-pixel difference between ``key`` and ``member`` turned by ``rotation``.
+
+    The member is turned the way the search turned it (``np.rot90(member, rotation // 90)``),
+    so the map shows what the MSE measured. Brightness is the square root of the mean
+    absolute channel difference: an exact duplicate is black, faint JPEG noise still shows.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    turned = np.rot90(member, k=(rotation // 90) % 4)
+    diff = np.abs(key.astype(np.int16) - turned.astype(np.int16)).mean(axis=2) / 255.0
+    v = np.sqrt(diff).ravel()
+    xs = [a for a, _ in _CMAP]
+    rgb = np.stack([np.interp(v, xs, [c[i] for _, c in _CMAP]) for i in range(3)], axis=1)
+    arr = np.rint(rgb).astype(np.uint8).reshape(diff.shape[0], diff.shape[1], 3)
+    img = Image.fromarray(arr, "RGB")
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=6)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- model
+@dataclass(slots=True)
+class _Candidate:
+    path: str
+    key: str
+    size: int
+
+
+def _fs(path: str) -> bytes:
+    return os.fsencode(path)
+
+
+def _text(path: str) -> str:
+    """A path as displayable text (undecodable bytes become U+FFFD)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe inside <script>: ASCII only (lone surrogates survive), no '</'."""
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def plan_dict(result: SearchResult, actions: list[dict[str, str]]) -> dict[str, Any]:
+    idx = result._index
+    return {
+        "version": PLAN_VERSION,
+        "catalog": str(idx.path) if idx is not None else None,
+        "threshold": result.threshold,
+        "rotate": result.rotate,
+        "same_dim": result.same_dim,
+        "px_size": result.px_size,
+        "folders": list(result.folders),
+        "actions": actions,
+    }
+
+
+def _tensors(result: SearchResult, paths: Sequence[str]) -> dict[str, np.ndarray]:
+    idx = result._index
+    out: dict[str, np.ndarray] = {}
+    if idx is None:
+        return out
+    for p in paths:
+        try:
+            t = idx.tensor(p, result.px_size)
+        except Exception:  # noqa: BLE001 - a missing tensor only costs the heat map
+            t = None
+        if t is not None:
+            out[p] = t
+    return out
+
+
+# --------------------------------------------------------------------------- writer
+def write_report(result: SearchResult, path: str | os.PathLike[str], *,
+                 processes: int | None = None, page_groups: int = PAGE_GROUPS,
+                 thumb_px: int = THUMB_PX) -> ReportInfo:
+    """Write the review page for ``result`` to ``path`` (atomically) and say what it holds."""
+    t0 = time.perf_counter()
+    out = Path(os.fspath(path))
+    if out.is_dir():
+        from .errors import UsageError
+
+        raise UsageError(f"--report needs a file name, not a folder: {out}")
+    lower = set(result.lower_quality)
+    order: list[str] = []
+    seen: set[str] = set()
+    for g in result.groups:
+        for p in (g.key, *(m.path for m in g.members)):
+            if p not in seen:
+                seen.add(p)
+                order.append(p)
+    idx = result._index
+    thumbs = make_thumbs([_fs(p) for p in order], thumb_px, processes,
+                         idx.max_pixels if idx is not None else None)
+    tensors = _tensors(result, order)
+
+    candidates: list[_Candidate] = []
+    cand_of: dict[str, int] = {}
+    for g in result.groups:
+        for m in g.members:
+            if m.path in lower and m.path not in cand_of:
+                cand_of[m.path] = len(candidates)
+                candidates.append(_Candidate(m.path, g.key, thumbs[_fs(m.path)].size))
+    freed = sum(c.size for c in candidates)
+    default_plan = plan_dict(result, [{"path": c.path, "key": c.key} for c in candidates])
+
+    pages = [result.groups[i : i + page_groups] for i in range(0, len(result.groups), page_groups)]
+    writer = _Html(result, thumbs, tensors, lower, cand_of)
+    failed = sum(1 for p in order if thumbs[_fs(p)].error)
+    title = "difpy-index review"
+    parts: list[str] = [
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
+        f"<title>{title}</title><style>{_CSS}</style></head><body>",
+        "<a class=\"skip\" href=\"#plan\">Skip to the plan</a>",
+        f"<header><h1>{title}</h1>",
+        writer.summary(len(order), len(candidates), freed, failed),
+        "</header><main>",
+        writer.nav(len(pages), "top"),
+        "<div id=\"pages\">",
+    ]
+    gnum = 0
+    for pnum, page in enumerate(pages, 1):
+        first = gnum + 1
+        parts.append(f"<section class=\"page\" id=\"p{pnum}\" aria-label=\"Groups {first} to "
+                     f"{first + len(page) - 1}\"><h2>Groups {first}&ndash;{first + len(page) - 1}</h2>")
+        for g in page:
+            gnum += 1
+            parts.append(writer.group(gnum, g))
+        parts.append("</section>")
+    if not pages:
+        parts.append("<p>No groups: nothing to review.</p>")
+    parts += [
+        "</div>",
+        writer.nav(len(pages), "bottom"),
+        writer.plan_box(default_plan),
+        "</main>",
+        f"<script id=\"plan-data\" type=\"application/json\">"
+        f"{_script_json({'plan': plan_dict(result, []), 'candidates': [[c.path, c.key, c.size] for c in candidates]})}"
+        "</script>",
+        f"<script>{_JS}</script></body></html>\n",
+    ]
+    text = "".join(parts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+    os.replace(tmp, out)
+    return ReportInfo(str(out), len(result.groups), len(order), len(candidates), freed,
+                      len(pages), failed, round(time.perf_counter() - t0, 4))
+
+
+class _Html:
+    """Renders the pieces of the page; every text that came from a file name is escaped."""
+
+    def __init__(self, result: SearchResult, thumbs: dict[bytes, Thumb],
+                 tensors: dict[str, np.ndarray], lower: set[str], cand_of: dict[str, int]) -> None:
+        self.result = result
+        self.thumbs = thumbs
+        self.tensors = tensors
+        self.lower = lower
+        self.cand_of = cand_of
+        self.box = 0
+
+    def summary(self, files: int, candidates: int, freed: int, failed: int) -> str:
+        r = self.result
+        idx = r._index
+        rows = [
+            ("Groups", f"{len(r.groups):,}"),
+            ("Files", f"{files:,}"),
+            ("Lower quality", f"{candidates:,}"),
+            ("Bytes freed", f"{_human(freed)} ({freed:,} bytes)"),
+        ]
+        params = (f"threshold (MSE) {r.threshold:g} · rotate {'on' if r.rotate else 'off'} · "
+                  f"same dimensions {'on' if r.same_dim else 'off'} · px_size {r.px_size}")
+        extra = f"<p class=\"warn\">{failed} file(s) could not be previewed.</p>" if failed else ""
+        cat = f"catalog {html.escape(_text(str(idx.path)))} · " if idx is not None else ""
+        stamp = dt.datetime.now().isoformat(timespec="seconds")
+        return (
+            "<dl class=\"counts\">"
+            + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in rows)
+            + f"<div><dt>Ticked</dt><dd><output id=\"ticked\">{candidates:,} files, "
+            f"{_human(freed)}</output></dd></div></dl>"
+            + f"<p class=\"meta\">{cat}{params} · written {stamp}</p>{extra}"
+            + "<p class=\"meta\">Each group shows the file kept (the key) and the files found "
+            "to match it. Ticked files go into the plan; untick the ones you want to keep, "
+            "then download the plan and run <code>difpy-index apply PLAN.json --move-to "
+            "DEST</code> (or <code>--delete</code>).</p>"
+        )
+
+    def nav(self, pages: int, where: str) -> str:
+        if pages <= 1:
+            return ""
+        links = "".join(f"<li><a href=\"#p{i}\">{i}</a></li>" for i in range(1, pages + 1))
+        return f"<nav class=\"pager\" aria-label=\"Pages ({where})\"><span>Page:</span><ol>{links}</ol></nav>"
+
+    def _img(self, path: str, alt: str) -> str:
+        t = self.thumbs[_fs(path)]
+        if t.data is None:
+            return (f"<div class=\"thumb ph\" role=\"img\" aria-label=\"no preview: "
+                    f"{html.escape(t.error or '')}\">no preview<br><small>"
+                    f"{html.escape(t.error or '')}</small></div>")
+        return (f"<img class=\"thumb\" src=\"{_data_uri(t.mime, t.data)}\" alt=\"{html.escape(alt)}\" "
+                f"loading=\"lazy\" decoding=\"async\">")
+
+    def _facts(self, path: str, mse: float | None, rotation: int) -> str:
+        t = self.thumbs[_fs(path)]
+        dims = f"{t.width}&times;{t.height}" if t.width else "?"
+        date = dt.datetime.fromtimestamp(t.mtime).strftime("%Y-%m-%d %H:%M") if t.mtime else "?"
+        rows = [("Size", f"{dims} px, {_human(t.size)}"), ("Date", date),
+                ("Folder", html.escape(_text(os.path.dirname(path))))]
+        if mse is not None:
+            turn = f", turned {rotation}&deg;" if rotation else ""
+            rows.append(("MSE", f"{mse:.4g}{turn}"))
+        return "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+    def group(self, n: int, g: Any) -> str:
+        key_name = html.escape(_text(os.path.basename(g.key)))
+        folder = f" <span class=\"scope\">in {html.escape(_text(g.folder))}</span>" if g.folder else ""
+        parts = [
+            f"<section class=\"group\" id=\"g{n}\" aria-labelledby=\"g{n}h\">",
+            f"<h3 id=\"g{n}h\">Group {n}: {len(g.members) + 1} files{folder}</h3><div class=\"row\">",
+            "<figure class=\"card key\">", self._img(g.key, f"kept: {_text(os.path.basename(g.key))}"),
+            f"<figcaption><span class=\"badge keep\">key, kept</span> <strong class=\"name\" "
+            f"title=\"{html.escape(_text(g.key))}\">{key_name}</strong>",
+            self._facts(g.key, None, 0), "</figcaption></figure>",
+        ]
+        key_t = self.tensors.get(g.key)
+        for m in g.members:
+            name = _text(os.path.basename(m.path))
+            lq = m.path in self.lower
+            parts.append(f"<figure class=\"card member{' lq' if lq else ''}\"><div class=\"pics\">")
+            parts.append(self._img(m.path, f"match: {name}"))
+            mem_t = self.tensors.get(m.path)
+            if key_t is not None and mem_t is not None and key_t.shape == mem_t.shape:
+                png = heat_map(key_t, mem_t, m.rotation)
+                parts.append(f"<img class=\"heat\" src=\"{_data_uri('image/png', png)}\" alt=\"difference "
+                             f"from the key: black is identical, bright differs\" loading=\"lazy\">")
+            else:
+                parts.append("<div class=\"heat ph\" role=\"img\" aria-label=\"no heat map\">no heat map</div>")
+            parts.append("</div><figcaption>")
+            if lq:
+                self.box += 1
+                bid = f"c{self.box}"
+                parts.append(
+                    f"<input type=\"checkbox\" class=\"act\" id=\"{bid}\" data-i=\"{self.cand_of[m.path]}\" "
+                    f"checked> <label for=\"{bid}\"><span class=\"badge lq\">lower quality</span> "
+                    f"<strong class=\"name\" title=\"{html.escape(_text(m.path))}\">{html.escape(name)}</strong></label>"
+                )
+            else:
+                parts.append(f"<strong class=\"name\" title=\"{html.escape(_text(m.path))}\">{html.escape(name)}</strong>")
+            parts.append(self._facts(m.path, m.mse, m.rotation))
+            parts.append("</figcaption></figure>")
+        parts.append("</div></section>")
+        return "".join(parts)
+
+    def plan_box(self, default_plan: dict[str, Any]) -> str:
+        text = html.escape(json.dumps(default_plan, ensure_ascii=True, indent=1))
+        return (
+            "<section id=\"plan\" aria-labelledby=\"planh\"><h2 id=\"planh\">Plan</h2>"
+            "<p><button type=\"button\" id=\"download\" hidden>Download plan</button> "
+            "<button type=\"button\" id=\"tick-all\" hidden>Tick all</button> "
+            "<button type=\"button\" id=\"untick-all\" hidden>Untick all</button></p>"
+            "<noscript><p>JavaScript is off: the plan below lists every lower-quality file. "
+            "Save it as PLAN.json (delete the entries of files you want to keep) and run "
+            "<code>difpy-index apply PLAN.json --move-to DEST</code>.</p></noscript>"
+            "<details id=\"plan-details\"><summary>Plan as JSON</summary>"
+            f"<label for=\"plan-json\">The plan for <code>difpy-index apply</code></label>"
+            f"<textarea id=\"plan-json\" rows=\"12\" readonly spellcheck=\"false\">{text}</textarea>"
+            "</details></section>"
+        )
+
+
+_CSS = """
+:root{color-scheme:light dark;--fg:#111;--bg:#fff;--mut:#555;--card:#f3f3f3;--acc:#0b57d0;--lq:#b3261e;--ok:#146c2e}
+@media (prefers-color-scheme:dark){:root{--fg:#eee;--bg:#141414;--mut:#aaa;--card:#222;--acc:#8ab4f8;--lq:#f2b8b5;--ok:#6dd58c}}
+body{font:15px/1.4 system-ui,sans-serif;color:var(--fg);background:var(--bg);margin:0 1rem 3rem}
+h1{font-size:1.4rem;margin:.8rem 0 .4rem}h2{font-size:1.1rem}h3{font-size:1rem;margin:.2rem 0 .4rem}
+.skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:.5rem;background:var(--bg);padding:.3rem}
+a{color:var(--acc)}
+:focus-visible{outline:3px solid var(--acc);outline-offset:2px}
+.counts{display:flex;flex-wrap:wrap;gap:.4rem 1.6rem;margin:.4rem 0}.counts div{display:flex;gap:.4rem}
+.counts dt{color:var(--mut)}.counts dd{margin:0;font-weight:600}
+.meta{color:var(--mut);margin:.2rem 0}.warn{color:var(--lq)}
+.pager ol{display:inline-flex;flex-wrap:wrap;gap:.3rem;list-style:none;padding:0;margin:0 0 0 .4rem}
+.pager a{display:inline-block;min-width:1.8rem;text-align:center;padding:.1rem .3rem;border:1px solid var(--mut);border-radius:4px}
+.group{border-top:1px solid var(--mut);padding:.6rem 0}
+.row{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-start}
+.card{background:var(--card);margin:0;padding:.5rem;border-radius:6px;max-width:360px;border:2px solid transparent}
+.card.key{border-color:var(--ok)}.card.lq:has(input:checked){border-color:var(--lq)}
+.pics{display:flex;gap:.4rem;align-items:flex-start}
+.thumb{max-width:160px;max-height:160px;display:block}
+.heat{width:100px;height:100px;image-rendering:pixelated;display:block}
+.ph{width:120px;height:90px;display:flex;flex-direction:column;align-items:center;justify-content:center;text-align:center;border:1px dashed var(--mut);color:var(--mut);font-size:.8rem;overflow:hidden}
+.heat.ph{width:100px;height:100px}
+figcaption{font-size:.85rem;margin-top:.3rem;overflow-wrap:anywhere}
+figcaption dl{display:grid;grid-template-columns:auto 1fr;gap:0 .5rem;margin:.2rem 0}
+figcaption dt{color:var(--mut)}figcaption dd{margin:0}
+.badge{font-size:.75rem;padding:0 .3rem;border-radius:3px;color:var(--bg)}
+.badge.keep{background:var(--ok)}.badge.lq{background:var(--lq)}
+input.act{width:1.1rem;height:1.1rem;vertical-align:middle}
+label{cursor:pointer}
+#plan textarea{width:100%;font:12px/1.3 ui-monospace,monospace;display:block}
+button{font:inherit;padding:.3rem .8rem}
+@supports selector(:has(a)){
+ .page{display:none}.page:target{display:block}
+ #pages:not(:has(.page:target)) .page:first-child{display:block}
+}
+"""
+
+_JS = r"""
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("plan-data").textContent);
+  var cands = data.candidates;
+  var boxes = Array.prototype.slice.call(document.querySelectorAll("input.act"));
+  var area = document.getElementById("plan-json");
+  var ticked = document.getElementById("ticked");
+  function human(n) {
+    var u = ["B", "kB", "MB", "GB", "TB"], i = 0;
+    while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+    return i ? n.toFixed(1) + " " + u[i] : n + " B";
+  }
+  function plan() {
+    var on = {}, acts = [], bytes = 0;
+    boxes.forEach(function (b) { if (b.checked) on[b.getAttribute("data-i")] = true; });
+    cands.forEach(function (c, i) {
+      if (on[i]) { acts.push({path: c[0], key: c[1]}); bytes += c[2]; }
+    });
+    var p = {};
+    for (var k in data.plan) p[k] = data.plan[k];
+    p.actions = acts;
+    return {plan: p, bytes: bytes};
+  }
+  function refresh() {
+    var r = plan(), text = JSON.stringify(r.plan, null, 1);
+    area.textContent = text;
+    area.value = text;
+    ticked.textContent = r.plan.actions.length.toLocaleString() + " files, " + human(r.bytes);
+    document.documentElement.setAttribute("data-plan-actions", String(r.plan.actions.length));
+  }
+  function sync(box) {  // a file listed in several groups is one decision
+    var i = box.getAttribute("data-i");
+    boxes.forEach(function (b) { if (b.getAttribute("data-i") === i) b.checked = box.checked; });
+  }
+  document.addEventListener("change", function (e) {
+    if (e.target.classList && e.target.classList.contains("act")) { sync(e.target); refresh(); }
+  });
+  function setAll(v) { boxes.forEach(function (b) { b.checked = v; }); refresh(); }
+  var dl = document.getElementById("download");
+  dl.hidden = false;
+  dl.addEventListener("click", function () {
+    var blob = new Blob([JSON.stringify(plan().plan, null, 1) + "\n"], {type: "application/json"});
+    var a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "difpy-plan.json";
+    document.body.appendChild(a); a.click(); a.remove();
+    setTimeout(function () { URL.revokeObjectURL(a.href); }, 1000);
+  });
+  var ta = document.getElementById("tick-all"), ua = document.getElementById("untick-all");
+  ta.hidden = false; ua.hidden = false;
+  ta.addEventListener("click", function () { setAll(true); });
+  ua.addEventListener("click", function () { setAll(false); });
+  // Test and link hook: #untick=c1,c5 unticks those checkboxes on load.
+  var m = /(?:^#|&)untick=([^&]*)/.exec(location.hash);
+  if (m) {
+    decodeURIComponent(m[1]).split(",").forEach(function (id) {
+      var b = document.getElementById(id);
+      if (b && b.classList.contains("act")) { b.checked = false; sync(b); }
+    });
+  }
+  refresh();
+})();
+"""
