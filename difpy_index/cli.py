@@ -304,6 +304,37 @@ def watch(
         run_forever(idx, [str(d) for d in dirs], polling=polling, px_size=px_size, processes=processes)
 
 
+@app.command()
+@handle_errors
+def apply(
+    ctx: typer.Context,
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A plan downloaded from a --report page.", show_default=False)],
+    move_to: Annotated[Path | None, typer.Option("--move-to", help="Move the plan's files into this folder.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete the plan's files (asks first).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Move or delete exactly the files of a review plan, verified like search --move-to/--delete."""
+    from .index import Index
+    from .plan import apply_plan, load_plan
+
+    state = _state(ctx)
+    if (move_to is None) == (not delete):
+        raise_usage("give exactly one of --move-to DEST or --delete")
+    plan = load_plan(plan_file)
+    if delete and not (yes or dry_run) and not sys.stdin.isatty():
+        raise_usage("refusing to delete without confirmation: no terminal to ask; pass --yes")
+    with Index.open(state.catalog if state.catalog is not None else plan.catalog) as idx:
+        actions = apply_plan(idx, plan, move_to=move_to, delete=delete, yes=yes, dry_run=dry_run)
+    for skip in actions.skipped:
+        err(f"skipped: {skip.path}: {skip.reason}")
+    if json_out:
+        _print_json({"actions": actions.to_dict()})
+    elif not state.quiet:
+        typer.echo(actions.summary())
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
