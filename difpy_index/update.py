@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import stat as stat_mod
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .pool import decode_all, default_processes
-from .scan import FileStat, ScanOptions, extension_of, is_hidden, scan
+from .scan import FileStat, ScanOptions, extension_of, is_hidden, scan, wanted
 from .tensor import Decoded
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class UpdateReport:
     roots: list[str] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    #: files that changed while being decoded (not recorded; the watcher retries them)
+    deferred_paths: list[bytes] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -113,14 +116,36 @@ def run_update(
     for m in report.missing_roots:
         log.warning("root %s is missing or empty (unmounted?): its catalog rows are kept", m)
 
+    apply_changes(catalog, found.files, known, gone, root_ids, px_sizes, recipe, processes,
+                  max_pixels, progress, report)
+    catalog.touch_roots(root_ids.values())
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def apply_changes(
+    catalog: Catalog,
+    files: list[FileStat],
+    known: dict[bytes, KnownFile],
+    gone: list[KnownFile],
+    root_ids: dict[bytes, int],
+    px_sizes: tuple[int, ...],
+    recipe: str,
+    processes: int | None,
+    max_pixels: int | None,
+    progress: Progress,
+    report: UpdateReport,
+) -> None:
+    """The shared tail of ``run_update`` and ``run_update_paths``: reuse unchanged
+    ``files``, let a row follow a renamed file, drop ``gone`` rows, decode the rest."""
     # unchanged files are reused; the rest are decoded (or follow a rename)
     sizes_have = catalog.tensor_sizes(
-        [k.id for f in found.files if (k := known.get(f.path)) is not None and k.status == "ok"],
+        [k.id for f in files if (k := known.get(f.path)) is not None and k.status == "ok"],
         recipe,
     )
     todo: list[FileStat] = []
     need: dict[bytes, tuple[int, ...]] = {}
-    for f in found.files:
+    for f in files:
         k = known.get(f.path)
         if k is not None and (k.size, k.mtime_ns) == (f.size, f.mtime_ns):
             if k.status == "invalid":
@@ -176,6 +201,7 @@ def run_update(
         for d in results:
             if d.gone:
                 report.deferred += 1
+                report.deferred_paths.append(d.path)
                 continue
             report.decoded += 1
             if d.error:
@@ -201,6 +227,67 @@ def run_update(
     vanished = [k.id for f in todo if (k := known.get(f.path)) and not os.path.lexists(f.path)]
     if vanished:
         report.removed += catalog.remove(vanished)
-    catalog.touch_roots(root_ids.values())
+
+
+def owning_root(path: bytes, roots: list[bytes]) -> bytes | None:
+    """The deepest of ``roots`` that holds ``path`` (None: outside all of them)."""
+    best: bytes | None = None
+    for r in roots:
+        if path.startswith(r.rstrip(b"/") + b"/") and (best is None or len(r) > len(best)):
+            best = r
+    return best
+
+
+def run_update_paths(
+    catalog: Catalog,
+    paths: list[bytes],
+    roots: list[bytes],
+    options: ScanOptions,
+    px_sizes: tuple[int, ...],
+    recipe: str,
+    processes: int | None,
+    max_pixels: int | None,
+    progress: Progress,
+) -> UpdateReport:
+    """``run_update`` restricted to ``paths`` (the watcher's dirty set): each is re-stat'ed;
+    a missing one loses its row, a changed one is decoded, and a vanished row whose size,
+    mtime and inode reappear under another listed path follows it (a move, no decode).
+
+    Paths outside ``roots`` or out of scope (extension, hidden) are ignored.
+    """
+    t0 = time.perf_counter()
+    report = UpdateReport(roots=[os.fsdecode(r) for r in roots])
+    root_ids = catalog.ensure_roots([r for r in roots if os.path.isdir(r)])
+    files: list[FileStat] = []
+    missing: list[bytes] = []
+    for p in dict.fromkeys(paths):
+        root = owning_root(p, roots)
+        if root is None or root not in root_ids:
+            continue
+        rel = p[len(root.rstrip(b"/")) + 1 :]
+        if not options.recursive and b"/" in rel:
+            continue
+        if not options.include_hidden and any(part.startswith(b".") for part in rel.split(b"/")):
+            continue
+        if not wanted(p, options):
+            report.skipped += 1
+            continue
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(p)
+            continue
+        except OSError as exc:
+            report.problems.append((os.fsdecode(p), exc.strerror or str(exc)))
+            continue
+        if stat_mod.S_ISREG(st.st_mode):
+            real = os.path.realpath(p) if os.path.islink(p) else p
+            files.append(FileStat(real, st.st_size, st.st_mtime_ns, st.st_ino, root))
+        else:
+            missing.append(p)  # replaced by a folder or a special file
+    known = catalog.files_by_path([f.path for f in files] + missing)
+    gone = [known[p] for p in missing if p in known]
+    apply_changes(catalog, files, known, gone, root_ids, px_sizes, recipe, processes,
+                  max_pixels, progress, report)
     report.seconds = time.perf_counter() - t0
     return report
