@@ -407,7 +407,8 @@ def _sweep_pairs(
             g += ns[s:e, None]
             g += ns[None, c0:c1]
             mask = g <= lim
-            mask &= np.arange(c0, c1)[None, :] > np.arange(s, e)[:, None]
+            if c0 < e:  # the diagonal chunk: keep each unordered pair once
+                mask &= np.arange(c0, c1)[None, :] > np.arange(s, e)[:, None]
             if bs is not None:
                 mask &= bs[s:e, None] == bs[None, c0:c1]
             ii, jj = np.nonzero(mask)
