@@ -211,8 +211,6 @@ def search(
     report: Annotated[Path | None, typer.Option("--report", help="Write an HTML review page of the groups.")] = None,
 ) -> None:
     """Find duplicate and similar images among the cached tensors."""
-    from .errors import UsageError
-
     state = _state(ctx)
     if move_to is not None and delete:
         raise_usage("--move-to and --delete are mutually exclusive")
@@ -229,9 +227,7 @@ def search(
                 err(f"report written to {report}")
         if move_to is not None:
             actions = found.move_to(str(move_to), dry_run=dry_run)
-        elif delete:
-            if not (yes or dry_run) and not sys.stdin.isatty():
-                raise UsageError("refusing to delete without confirmation: no terminal to ask; pass --yes")
+        elif delete:  # without --yes and a terminal, actions refuses (exit 2), unless nothing to do
             actions = found.delete(silent_del=yes, dry_run=dry_run)
         if actions is not None:
             payload["actions"] = actions.to_dict()

@@ -464,3 +464,106 @@ def test_delete_never_loses_the_last_copy(scenario):
             # no picture lost its last copy
             left = {p.read_bytes() for p in survivors.values()}
             assert set(content.values()) <= left
+
+
+# -- end to end: Index.search and the CLI ---------------------------------------------------------
+@pytest.fixture
+def engine(monkeypatch):
+    """``Index.search`` imports ``difpy_index.engine``; until the rename from ``search`` lands,
+    point that name at the search module."""
+    import sys
+
+    try:
+        import difpy_index.engine  # noqa: F401
+    except ImportError:
+        import importlib
+
+        import difpy_index
+
+        mod = importlib.import_module("difpy_index.search")  # not the package's search()
+
+        monkeypatch.setitem(sys.modules, "difpy_index.engine", mod)
+        monkeypatch.setattr(difpy_index, "engine", mod, raising=False)
+
+
+@pytest.fixture
+def indexed(cli, photos, engine):
+    res = cli("update", photos["root"], "--json")
+    assert res.exit_code == 0, res.stderr
+    return photos
+
+
+def test_search_result_actions_with_the_real_engine(indexed, catalog_path, tmp_path):
+    p = indexed
+    with Index.open(catalog_path) as index:
+        found = index.search([p["root"]])
+        # byte copies: the key is the path first in order, the others are members
+        assert {g.key for g in found.groups} == {real(p["ax"]), real(p["cy"])}
+        write_image(p["bx"], seed=31)  # edited after the search
+        rep = found.move_to(tmp_path / "dups")
+    assert sorted(rep.moved) == sorted([
+        (real(p["keep"]), real(tmp_path / "dups" / "photos" / "keep.png")),
+        (real(p["other"]), real(tmp_path / "dups" / "photos" / "other.png")),
+    ])
+    assert [s.path for s in rep.skipped] == [real(p["bx"])]
+    assert p["ax"].exists() and p["cy"].exists() and p["bx"].exists()
+
+
+def test_cli_delete_without_a_terminal_refuses(cli, indexed):
+    before = disk_files(indexed["root"])
+    res = cli("search", indexed["root"], "--delete")
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "--yes" in res.stderr
+    assert disk_files(indexed["root"]) == before
+
+
+def test_cli_nothing_to_delete_is_a_message(cli, tmp_path, engine):
+    root = tmp_path / "alone"
+    write_image(root / "a.png", seed=1)
+    write_image(root / "b.png", seed=2)
+    assert cli("update", root).exit_code == 0
+    res = cli("search", root, "--delete", "-Z", tmp_path / "out")
+    assert res.exit_code == 0, res.stderr
+    assert "Nothing to delete" in res.stdout
+
+
+def test_cli_dry_run_json_shape_and_nothing_changes(cli, indexed, catalog_path, tmp_path):
+    before, rows_before = disk_files(tmp_path), catalog_rows(catalog_path)
+    res = cli("search", indexed["root"], "--delete", "--dry-run", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    acts = out["actions"]
+    assert acts["dry_run"] is True and acts["moved"] == [] and acts["skipped"] == []
+    assert sorted(acts["deleted"]) == sorted(out["lower_quality"])
+    assert set(acts) >= {"moved", "deleted", "skipped", "dry_run"}
+    assert disk_files(tmp_path) == before and catalog_rows(catalog_path) == rows_before
+    res = cli("search", indexed["root"], "--move-to", tmp_path / "dups", "--dry-run", "--json")
+    moved = json.loads(res.stdout)["actions"]["moved"]
+    assert [m[0] for m in moved] == json.loads(res.stdout)["lower_quality"]
+    assert all(m[1].startswith(real(tmp_path / "dups") + "/") for m in moved)
+    assert not (tmp_path / "dups").exists()
+
+
+def test_cli_delete_yes_and_move_end_to_end(cli, indexed, catalog_path, tmp_path):
+    p = indexed
+    write_image(p["other"], seed=8)  # a member edited after update: survives, with a reason
+    res = cli("search", p["root"], "--move-to", tmp_path / "dups", "--json")
+    assert res.exit_code == 0, res.stderr
+    acts = json.loads(res.stdout)["actions"]
+    assert [s["path"] for s in acts["skipped"]] == [real(p["other"])]
+    assert res.stderr.count("skipped: ") == 1 and "no longer matches" in res.stderr
+    assert len(acts["moved"]) == 2 and all(os.path.exists(t) for _f, t in acts["moved"])
+    assert not {os.fsencode(f) for f, _t in acts["moved"]} & set(catalog_rows(catalog_path))
+    # the edited file is a new picture after an update: nothing left to delete
+    assert cli("update", p["root"]).exit_code == 0
+    res = cli("search", p["root"], "--delete", "--yes", "-Z", tmp_path / "out")
+    assert res.exit_code == 0, res.stderr
+    assert "Nothing to delete" in res.stdout
+    assert p["cy"].exists() and p["ax"].exists() and p["other"].exists()
+    assert not p["bx"].exists() and not p["keep"].exists()
+
+
+def test_cli_move_into_a_searched_folder_is_refused(cli, indexed):
+    res = cli("search", indexed["root"], "--move-to", indexed["root"] / "dups")
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "searched folder" in res.stderr
