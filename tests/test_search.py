@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import importlib
+from difpy_index.engine import Group, Member, find_groups, match_against, mse_exact
 
-search = importlib.import_module("difpy_index.search")  # the package exports a search() too
-from difpy_index.search import Group, Member, find_groups, match_against, mse_exact
+search = importlib.import_module("difpy_index.engine")
 
 # --------------------------------------------------------------------------- reference
 
