@@ -7,6 +7,7 @@ so a transaction never fails half-way with "database is locked" (STYLE.md D5).
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ def make_engine(path: Path) -> Engine:
 
     def creator() -> sqlite3.Connection:
         conn = connect_raw(path)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _ensure_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
@@ -51,3 +52,21 @@ def make_engine(path: Path) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _ensure_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL once. The switch needs an exclusive lock and SQLite may answer BUSY
+    without calling the busy handler (two processes creating one catalog), so retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
