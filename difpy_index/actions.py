@@ -14,8 +14,9 @@ Every action runs in three steps:
    exception; the rest proceeds.
 3. **I/O**, one file at a time, each followed at once by its catalog update.
 
-Crash safety: a move is ``link(src, target)`` then ``unlink(src)`` (never overwrites:
-``link`` fails if the target exists), or across filesystems a copy to an exclusive temp
+Crash safety: a move is an atomic ``renameat2(RENAME_NOREPLACE)`` (Linux), else
+``link(src, target)`` then ``unlink(src)`` (neither overwrites: both fail if the target
+exists), or across filesystems a copy to an exclusive temp
 name in the target folder, ``fsync``, an exclusive install, then ``unlink(src)``. If the
 source cannot be removed, the new copy is removed again, so a file is in exactly one
 place. Its catalog row is dropped right after; a crash between the two leaves a row whose
@@ -312,13 +313,63 @@ def exact_mse(a: np.ndarray, b: np.ndarray, rotate: bool) -> float:
 
 
 # -- I/O primitives ----------------------------------------------------------------------
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP)
+_renameat2: Any = "unloaded"
+
+
+def _load_renameat2() -> Any:
+    global _renameat2
+    if _renameat2 == "unloaded":
+        _renameat2 = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                fn = ctypes.CDLL(None, use_errno=True).renameat2
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                fn.restype = ctypes.c_int
+                _renameat2 = fn
+            except (OSError, AttributeError):
+                pass
+    return _renameat2
+
+
+def rename_noreplace(src: bytes, dst: bytes) -> bool:
+    """Atomic rename that fails with ``FileExistsError`` instead of overwriting (Linux
+    ``renameat2(RENAME_NOREPLACE)``). False when the system or filesystem lacks it."""
+    fn = _load_renameat2()
+    if fn is None:
+        return False
+    if fn(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) == 0:
+        return True
+    import ctypes
+
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), os.fsdecode(src), None, os.fsdecode(dst))
+
+
 def move_file(src: bytes, target: bytes) -> bytes:
     """Move ``src`` to ``target`` or the first free ``target (n)``; never overwrites.
 
-    Returns the path it arrived at. On failure the source is where it was.
+    Returns the path it arrived at. On failure the source is where it was. The atomic
+    no-replace rename keeps the file in exactly one place even under SIGKILL; without it,
+    ``link`` + ``unlink`` can leave two copies, never none.
     """
     os.makedirs(os.path.dirname(target), exist_ok=True)
     for cand in candidates(target):
+        try:
+            if rename_noreplace(src, cand):
+                return cand
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return _copy_move(src, target)
+            raise
         try:
             os.link(src, cand)
         except FileExistsError:
@@ -373,6 +424,8 @@ def _install(tmp: bytes, target: bytes) -> bytes:
     """Give ``tmp`` the first free name from ``target``; exclusive via link when possible."""
     for cand in candidates(target):
         try:
+            if rename_noreplace(tmp, cand):
+                return cand
             os.link(tmp, cand)
         except FileExistsError:
             continue

@@ -174,8 +174,35 @@ def test_moved_files_are_skipped_on_a_second_run(idx, photos, tmp_path):
     assert len(first.moved) == 3
 
 
+def test_rename_noreplace_never_overwrites(tmp_path):
+    if actions._load_renameat2() is None:
+        pytest.skip("no renameat2 here")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"A")
+    b.write_bytes(b"B")
+    with pytest.raises(FileExistsError):
+        actions.rename_noreplace(os.fsencode(a), os.fsencode(b))
+    assert (a.read_bytes(), b.read_bytes()) == (b"A", b"B")
+    assert actions.rename_noreplace(os.fsencode(a), os.fsencode(tmp_path / "c"))
+    assert not a.exists() and (tmp_path / "c").read_bytes() == b"A"
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_move_never_overwrites_with_either_primitive(idx, photos, tmp_path, monkeypatch, atomic):
+    if not atomic:
+        monkeypatch.setattr(actions, "_renameat2", None)  # link + unlink
+    idx.update([photos["root"]])
+    dest = tmp_path / "dups"
+    squatters = [write_image(dest / "photos" / "a" / n, seed=90 + i) for i, n in enumerate(["x.png", "x (1).png"])]
+    before = [s.read_bytes() for s in squatters]
+    rep = hand_result(idx, [(photos["keep"], [photos["ax"]])], [photos["root"]]).move_to(dest)
+    assert rep.moved == [(real(photos["ax"]), real(dest / "photos" / "a" / "x (2).png"))]
+    assert [s.read_bytes() for s in squatters] == before
+
+
 def test_cross_filesystem_move_copies_fsyncs_and_leaves_no_temp(idx, photos, tmp_path, monkeypatch):
     idx.update([photos["root"]])
+    monkeypatch.setattr(actions, "_renameat2", None)
     dest = tmp_path / "dups"
     real_link = os.link
 
@@ -209,15 +236,25 @@ def consistent(idx: Index, sources: list[Path], dest: Path, payload: dict[Path, 
         assert os.path.exists(path), path
 
 
-@pytest.mark.parametrize("fail_on", ["link", "unlink", "fsync"])
+@pytest.mark.parametrize("fail_on", ["rename", "link", "unlink", "fsync"])
 @pytest.mark.parametrize("k", [0, 1, 2])
 def test_crash_in_the_middle_leaves_disk_and_catalog_consistent(idx, photos, tmp_path, monkeypatch, fail_on, k):
+    """An exception (a crash) injected into the (k+1)-th call of the move primitive of each
+    path: atomic rename; link + unlink (no renameat2); copy + fsync (across filesystems)."""
     idx.update([photos["root"]])
     sources = [photos["ax"], photos["bx"], photos["cy"]]
     payload = {s: s.read_bytes() for s in sources}
     dest = tmp_path / "dups"
     calls = {"n": 0}
-    orig = {"link": os.link, "unlink": os.unlink, "fsync": os.fsync}[fail_on]
+    if fail_on == "rename":
+        if actions._load_renameat2() is None:
+            pytest.skip("no renameat2 here")
+        orig = actions.rename_noreplace
+        target: object = actions
+    else:
+        monkeypatch.setattr(actions, "_renameat2", None)
+        orig = {"link": os.link, "unlink": os.unlink, "fsync": os.fsync}[fail_on]
+        target = os
 
     def faulty(*a, **kw):
         calls["n"] += 1
@@ -234,7 +271,7 @@ def test_crash_in_the_middle_leaves_disk_and_catalog_consistent(idx, photos, tmp
             return real_link(src, dst, *a, **kw)
 
         monkeypatch.setattr(os, "link", link)
-    monkeypatch.setattr(os, fail_on, faulty)
+    monkeypatch.setattr(target, "rename_noreplace" if fail_on == "rename" else fail_on, faulty)
     with pytest.raises(RuntimeError, match="injected"):
         two_groups(idx, photos).move_to(dest)
     monkeypatch.undo()
