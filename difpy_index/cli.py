@@ -75,10 +75,40 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if verbose:
                 raise
+            db = _catalog_failure(exc, _state(ctx).catalog if isinstance(ctx, typer.Context) else None)
+            if db is not None:
+                err(f"error: {db[0]}")
+                raise typer.Exit(db[1]) from None
             err(f"error: {type(exc).__name__}: {exc} (run with -v for details)")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _catalog_failure(exc: BaseException, catalog: Path | None) -> tuple[str, int] | None:
+    """An SQLite failure (bare or wrapped by SQLAlchemy) as one user line and an exit code.
+
+    SQLAlchemy's own text spans two lines and names its classes; a full disk, an I/O error
+    or a corrupt catalog each deserve one sentence that says what to do.
+    """
+    import sqlite3
+
+    orig = getattr(exc, "orig", None) or exc
+    if not isinstance(orig, sqlite3.Error):
+        return None
+    if catalog is None:
+        from .index import default_catalog_path
+
+        catalog = default_catalog_path()
+    text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    low = text.lower()
+    if "full" in low or "i/o error" in low:
+        return (f"cannot write catalog {catalog}: {text} (free some space and run again; "
+                "work already written is kept)", 1)
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return (f"catalog {catalog} is corrupt ({text}); move it aside and run update to "
+                "rebuild it", 2)
+    return f"catalog {catalog}: {text}", 1
 
 
 @app.callback()
