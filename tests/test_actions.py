@@ -12,7 +12,6 @@ import errno
 import io
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
