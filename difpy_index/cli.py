@@ -324,6 +324,12 @@ def watch(
 ) -> None:
     """Keep the catalog current while files arrive, change, move and disappear."""
     state = _state(ctx)
+    # a daemon's log: every line timestamped; batches (INFO) shown unless --quiet
+    root = logging.getLogger("difpy_index")
+    for h in root.handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
+    if not state.quiet and not state.verbose:
+        root.setLevel(logging.INFO)
     with _open(state) as idx:
         from .watch import run_forever
 
