@@ -55,6 +55,14 @@ class UpdateReport:
         }
 
 
+def access_error(reason: str | None) -> bool:
+    """A failure to read the file (permissions, I/O), not a fault of its bytes: fixing it
+    (chmod, remount) changes neither size nor mtime, so such files are tried again."""
+    return bool(reason) and (
+        reason.startswith("PermissionError") or "Input/output error" in reason  # type: ignore[union-attr]
+    )
+
+
 def in_scope(row: KnownFile, root: bytes, root_id: int, options: ScanOptions) -> bool:
     """Would a walk of ``root`` with ``options`` have found this row's file?"""
     base = root.rstrip(b"/") + b"/"
@@ -148,7 +156,7 @@ def apply_changes(
     for f in files:
         k = known.get(f.path)
         if k is not None and (k.size, k.mtime_ns) == (f.size, f.mtime_ns):
-            if k.status == "invalid":
+            if k.status == "invalid" and not access_error(k.error):
                 report.reused += 1
                 report.invalid += 1
                 continue
