@@ -42,8 +42,19 @@ def _state(ctx: typer.Context) -> State:
     return obj if isinstance(obj, State) else State()
 
 
+def _escape_char(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":  # a non-UTF-8 byte of a file name (surrogateescape)
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return c if c.isprintable() else repr(c)[1:-1]
+
+
 def err(message: str) -> None:
-    sys.stderr.write(message.rstrip("\n") + "\n")
+    """One line on stderr, always: a file name holding a newline or a control character
+    (or a non-UTF-8 byte) is shown escaped, so each message stays one line for the user."""
+    text = message.rstrip("\n")
+    if not text.isprintable():
+        text = "".join(_escape_char(c) for c in text)
+    sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
 
