@@ -414,6 +414,7 @@ def build_hostile(root: Path) -> tuple[dict[bytes, str], set[bytes]]:
     os.symlink(root, root / "deep" / "er" / "up")
     os.symlink(root / "nowhere.png", root / "dangling.png")
     os.mkfifo(root / "fifo.png")
+    os.symlink(b"nowhere", os.path.join(os.fsencode(root), b"broken\nlink \xe9.png"))
     return expect, valid
 
 
@@ -447,6 +448,9 @@ def test_hostile_corpus_through_cli(processes: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "symlink loop" in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert all(ln.startswith("warning: ") for ln in lines), lines  # one line per problem
+    assert any("broken\\nlink \\xe9.png: broken symlink" in ln for ln in lines), lines
     report = json.loads(proc.stdout)
     assert report["decoded"] == len(expect) + len(valid)
     assert report["files"] + report["invalid"] == report["decoded"]
@@ -503,48 +507,70 @@ def test_file_vanishes_between_scan_and_decode(cli, catalog_path: Path, tmp_path
     assert_catalog_matches_disk(catalog_path, root)
 
 
-def test_unreadable_file_and_folder(cli, catalog_path: Path, tmp_path: Path, monkeypatch) -> None:
-    """EACCES on a file and on a folder. As root chmod does not stop reads, so the errors
-    are injected at os.open / os.scandir (the real chmod path runs when not root)."""
+def _deny(monkeypatch, bad_file: bytes | None, bad_dir: bytes | None) -> None:
+    """EACCES on one file (at open) and one folder (at scandir). As root chmod does not stop
+    reads, so the error is injected; when not root, a real chmod 000 is used instead."""
     from difpy_index import scan, tensor
 
+    if os.geteuid() != 0:
+        for p in (bad_file, bad_dir):
+            if p:
+                os.chmod(p, 0)
+        return
+    real_open, real_scandir = os.open, os.scandir
+
+    def deny_open(path, flags, *a, **k):  # type: ignore[no-untyped-def]
+        if not isinstance(path, int) and os.fsencode(path) == bad_file:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *a, **k)
+
+    def deny_scandir(path="."):  # type: ignore[no-untyped-def]
+        if not isinstance(path, int) and os.fsencode(path) == bad_dir:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(tensor.os, "open", deny_open)
+    monkeypatch.setattr(scan.os, "scandir", deny_scandir)
+
+
+def _allow(monkeypatch, *paths: bytes) -> None:
+    monkeypatch.undo()
+    for p in paths:
+        os.chmod(p, 0o755 if os.path.isdir(p) else 0o644)
+
+
+def test_unreadable_file_and_folder(cli, catalog_path: Path, tmp_path: Path, monkeypatch) -> None:
+    """An unreadable file is recorded invalid with the reason; an unreadable folder is one
+    warning line; once readable again, the next update picks both up (an access error is
+    not a property of the file's bytes, so it is retried); an indexed folder that becomes
+    unreadable keeps its rows."""
     root = tmp_path / "photos"
     make_corpus(root, 8)
-    bad_file = os.fsencode(root / "a" / "img0_0001.jpg")
-    bad_dir = os.fsencode(root / "b")
-    if os.geteuid() != 0:
-        os.chmod(bad_file, 0)
-        os.chmod(bad_dir, 0)
-    else:
-        real_open, real_scandir = os.open, os.scandir
-
-        def deny_open(path, flags, *a, **k):  # type: ignore[no-untyped-def]
-            if not isinstance(path, int) and os.fsencode(path) == bad_file:
-                raise PermissionError(13, "Permission denied", path)
-            return real_open(path, flags, *a, **k)
-
-        def deny_scandir(path="."):  # type: ignore[no-untyped-def]
-            if not isinstance(path, int) and os.fsencode(path) == bad_dir:
-                raise PermissionError(13, "Permission denied", path)
-            return real_scandir(path)
-
-        monkeypatch.setattr(tensor.os, "open", deny_open)
-        monkeypatch.setattr(scan.os, "scandir", deny_scandir)
+    bad_file = os.path.realpath(os.fsencode(root / "a" / "img0_0001.jpg"))
+    bad_dir = os.path.realpath(os.fsencode(root / "b"))
+    _deny(monkeypatch, bad_file, bad_dir)
     try:
         res = cli("update", root, "--processes", "1", "--json")
     finally:
-        monkeypatch.undo()
-        os.chmod(bad_dir, 0o755)
-        os.chmod(bad_file, 0o644)
+        _allow(monkeypatch, bad_file, bad_dir)
     assert res.exit_code == 0, res.stderr
     assert "Traceback" not in res.stderr
-    assert "cannot read folder" in res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [
+        f"warning: {os.fsdecode(bad_dir)}: cannot read folder: Permission denied"]
     rows = catalog_rows(catalog_path)
-    assert rows[os.path.realpath(bad_file)][2] == "invalid"
-    assert sum(1 for v in rows.values() if v[2] == "ok") == 3  # folder a minus the bad file
-    # the unreadable folder's rows are kept, not purged, once it was indexed before
+    assert rows[bad_file][2] == "invalid"
+    assert sorted(v[2] for v in rows.values()) == ["invalid", "ok", "ok", "ok"]
+    # readable again: everything is indexed, the once-unreadable file included
     assert cli("update", root, "--processes", "1").exit_code == 0
-    assert len(catalog_rows(catalog_path)) == 8
+    rows = catalog_rows(catalog_path)
+    assert len(rows) == 8 and all(v[2] == "ok" for v in rows.values()), rows
+    # an indexed folder that turns unreadable keeps its rows (never purged)
+    _deny(monkeypatch, None, bad_dir)
+    try:
+        res = cli("update", root, "--processes", "1")
+    finally:
+        _allow(monkeypatch, bad_dir)
+    assert res.exit_code == 0 and len(catalog_rows(catalog_path)) == 8
 
 
 def test_corrupt_catalog_random_bytes(tmp_path: Path) -> None:
