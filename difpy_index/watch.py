@@ -454,18 +454,16 @@ class Watcher:
             self._reconcile(back, "root back")
 
     def _root_usable(self, root: bytes) -> bool:
-        """Present and non-empty: an empty mount point must not wipe a drive's rows."""
-        try:
-            with os.scandir(root) as it:
-                return next(it, None) is not None
-        except OSError:
-            return False
+        """Still the folder we scheduled: an unmount (even onto an empty mount point, which
+        has another device) must not turn into deletions; the health check handles it."""
+        ident = _ident(root)
+        return ident is not None and ident == self._idents.get(root)
 
     def _apply(self, batch: Pending, final: bool = False) -> None:
         from .scan import ScanOptions, scan
         from .update import owning_root
 
-        usable = {r for r in self.roots if self._idents.get(r) is not None and self._root_usable(r)}
+        usable = {r for r in self.roots if self._root_usable(r)}
         files: set[bytes] = set()
         for p in batch.files:
             if owning_root(p, self.roots) in usable:
