@@ -332,6 +332,7 @@ def watch(
     polling: Annotated[bool, typer.Option("--polling", help="Poll instead of OS events (network shares).")] = False,
     px_size: PxSize = 50,
     processes: Processes = None,
+    duplicates: Annotated[bool, typer.Option("--duplicates", help="Log each arriving file that duplicates a catalogued one.")] = False,
 ) -> None:
     """Keep the catalog current while files arrive, change, move and disappear."""
     state = _state(ctx)
@@ -344,7 +345,8 @@ def watch(
     with _open(state) as idx:
         from .watch import run_forever
 
-        run_forever(idx, [str(d) for d in dirs], polling=polling, px_size=px_size, processes=processes)
+        run_forever(idx, [str(d) for d in dirs], polling=polling, px_size=px_size, processes=processes,
+                    report_duplicates=duplicates)
 
 
 @app.command()

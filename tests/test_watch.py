@@ -325,3 +325,19 @@ def test_sigterm_stops_the_daemon_with_exit_0(tmp_path: Path, root: Path) -> Non
     # every log line starts with a timestamp
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines and all(ln[:4].isdigit() and ln[4] == "-" for ln in lines), lines
+
+
+def test_arriving_duplicate_is_reported(tmp_path: Path, root: Path) -> None:
+    pytest.importorskip("difpy_index.engine")
+    cat = tmp_path / "cat.sqlite"
+    write_image(root / "orig.png", 5)
+    events: list[WatchEvent] = []
+    with Index.open(cat) as idx, idx.watch([root], polling=True, report_duplicates=True,
+                                           on_event=events.append, **FAST) as w:
+        assert w.ready.wait(10)
+        (root / "copy.png").write_bytes((root / "orig.png").read_bytes())
+        write_image(root / "unrelated.png", 6)
+        wait_until(lambda: any(e.kind == "duplicate" for e in events))
+        wait_until(lambda: len(rows(cat)) == 3)
+    dups = [e for e in events if e.kind == "duplicate"]
+    assert [e.paths for e in dups] == [(str(root / "copy.png"), str(root / "orig.png"))]
