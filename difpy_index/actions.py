@@ -526,6 +526,10 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
         checked = verifier.check(s)
         if isinstance(checked, str):
             report.skipped.append(Skip(s.member, checked))
+            if not dry_run and checked == "file no longer exists":
+                # e.g. an earlier run killed between its unlink/rename and its catalog
+                # write: the catalog follows the disk instead of keeping a dead row
+                index.catalog.forget_paths([os.fsencode(s.member)])
             continue
         member, _key = checked
         src, target = os.fsencode(s.member), os.fsencode(s.target or "")
@@ -587,6 +591,10 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
         checked = verifier.check(s)
         if isinstance(checked, str):
             report.skipped.append(Skip(s.member, checked))
+            if not dry_run and checked == "file no longer exists":
+                # e.g. an earlier run killed between its unlink/rename and its catalog
+                # write: the catalog follows the disk instead of keeping a dead row
+                index.catalog.forget_paths([os.fsencode(s.member)])
             continue
         member, _key = checked
         if dry_run:
