@@ -8,6 +8,7 @@ and a real SQLite catalog, then checks the catalog against the disk. Run it with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -185,10 +186,15 @@ def test_sigkill_update_then_recover(seed: int, corpus_template, tmp_path: Path)
     before = hashes(root)
     cat = tmp_path / "c.sqlite"
     rng = random.Random(seed)
-    for _ in range(2):  # a kill on a fresh catalog, then one on a half-filled one
+    for k in range(2):  # a kill on a fresh catalog, then one on a half-filled one
         proc = start(cat, "update", root)
-        time.sleep(rng.uniform(0.1, full))
+        delay = rng.uniform(0.1, full)
+        time.sleep(delay)
+        finished = proc.poll() is not None
         kill_group(proc)
+        rows_at_kill = len(_rows_or_empty(cat)) if cat.exists() else 0
+        print(f"FAULT update seed={seed} kill={k} delay={delay:.2f}s/{full:.2f}s "
+              f"rows_at_kill={rows_at_kill}/240 finished_before_kill={finished}")
         if cat.exists() and cat.stat().st_size:
             assert integrity(cat) == "ok"
     again = run(cat, "update", root)
@@ -235,11 +241,15 @@ def test_sigkill_action_then_recover(mode: str, seed: int, tmp_path: Path) -> No
     full = time.perf_counter() - t0
     assert done.returncode == 0, done.stderr
     proc = start(cat, *args)
-    time.sleep(random.Random(seed).uniform(0.1, full))
+    delay = random.Random(seed).uniform(0.1, full)
+    time.sleep(delay)
+    finished = proc.poll() is not None
     kill_group(proc)
     assert integrity(cat) == "ok"
     after_src = hashes(root)
     after_dest = hashes(dest) if dest.exists() else {}
+    print(f"FAULT action mode={mode} seed={seed} delay={delay:.2f}s/{full:.2f}s "
+          f"acted_at_kill={len(before) - len(after_src)}/{groups * copies} finished_before_kill={finished}")
     for rel, digest in before.items():
         g, name = rel.split("/")
         if name == "c0.png":  # the key
@@ -273,6 +283,7 @@ def test_sigkill_watch_during_burst(seed: int, tmp_path: Path) -> None:
             factory.write_synthetic(root / "burst" / f"n{i:04d}.png", 50_000 + seed * 1000 + i)
             i += 1
         kill_group(proc)
+        print(f"FAULT watch seed={seed} burst_files={i} rows_at_kill={len(_rows_or_empty(cat))}/{10 + i}")
     finally:
         if proc.poll() is None:
             kill_group(proc)
@@ -289,6 +300,123 @@ def _rows_or_empty(cat: Path) -> dict[bytes, tuple[int, int, str]]:
         return {}
 
 
+HARNESS = r"""
+import contextlib, itertools, os, signal, sys
+k, count_file = int(sys.argv[1]), sys.argv[2]
+import difpy_index.actions as actions, difpy_index.catalog as catalog, difpy_index.update as update
+update.BATCH = 16  # more commit points than the default 256 (the corpus has 240 files)
+ticks = itertools.count(1)
+def tick():
+    i = next(ticks)
+    if i == k:
+        os.kill(os.getpid(), signal.SIGKILL)
+    with open(count_file, "w") as fh:
+        fh.write(str(i))
+real_write = catalog.Catalog.write
+@contextlib.contextmanager
+def write(self):
+    with real_write(self) as conn:
+        yield conn
+        tick()  # the transaction's work is done and not yet committed
+catalog.Catalog.write = write
+real_move, real_unlink = actions.move_file, os.unlink
+def move_file(*a, **kw):
+    out = real_move(*a, **kw)
+    tick()  # the file has moved; the catalog does not know yet
+    return out
+def unlink(path, *a, **kw):
+    real_unlink(path, *a, **kw)
+    tick()
+actions.move_file, os.unlink = move_file, unlink
+sys.argv = ["difpy-index"] + sys.argv[3:]
+from difpy_index.cli import main
+main()
+"""
+
+
+def run_killed_at(k: int, count_file: Path, catalog: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    """Run the CLI and SIGKILL it at its k-th kill point (a catalog write whose work is done
+    but not committed, or just after a file was moved or deleted); k=0 never kills."""
+    argv = [PY, "-c", HARNESS, str(k), str(count_file)] + cli_argv(catalog, *args)[3:]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    out, errb = proc.communicate(timeout=120)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # orphaned decode workers, if any
+    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"),
+                                       errb.decode(errors="replace"))
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_kill_at_random_commit_point_of_update(seed: int, corpus_template, tmp_path: Path) -> None:
+    """Time-based kills mostly land in start-up or after the last commit; this one kills at a
+    seeded random one of the update's commit points, mid-transaction, then recovers."""
+    template, _ = corpus_template
+    root = tmp_path / "photos"
+    shutil.copytree(template, root)
+    before = hashes(root)
+    counter = tmp_path / "ticks"
+    probe = run_killed_at(0, counter, tmp_path / "probe.sqlite", "update", root, "--processes", "1")
+    assert probe.returncode == 0, probe.stderr
+    total = int(counter.read_text())
+    k = random.Random(seed).randint(1, total)
+    cat = tmp_path / "c.sqlite"
+    killed = run_killed_at(k, counter, cat, "update", root, "--processes", "1")
+    assert killed.returncode == -signal.SIGKILL
+    rows_at_kill = len(catalog_rows(cat))
+    print(f"FAULT update-commit seed={seed} kill_point={k}/{total} rows_at_kill={rows_at_kill}/240")
+    assert integrity(cat) == "ok"
+    assert rows_at_kill % 16 == 0  # whole batches only: the killed transaction left nothing
+    again = run(cat, "update", root)
+    assert again.returncode == 0, again.stderr
+    assert len(assert_catalog_matches_disk(cat, root)) == 240
+    assert hashes(root) == before
+
+
+@pytest.mark.skipif(not (HAVE_ENGINE and HAVE_ACTIONS), reason="search engine/actions not landed")
+@pytest.mark.parametrize("mode", ["move", "delete"])
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_kill_at_random_step_of_action(mode: str, seed: int, tmp_path: Path) -> None:
+    """SIGKILL an action at a seeded random file operation or catalog write: each duplicate is
+    whole in exactly one place (move) or whole-or-gone (delete), keys untouched; a rerun of
+    the same action finishes the job and the catalog agrees with the disk."""
+    groups, copies = 40, 2
+    counter = tmp_path / "ticks"
+    totals = {}
+    for name in ("probe", "real"):
+        root = tmp_path / name / "photos"
+        _dup_corpus(root, groups, copies)
+        cat = tmp_path / name / "c.sqlite"
+        assert run(cat, "update", root).returncode == 0
+        dest = tmp_path / name / "dups"
+        args = ["search", root, "--json"] + (["--move-to", dest, "--yes"] if mode == "move" else ["--delete", "--yes"])
+        if name == "probe":
+            assert run_killed_at(0, counter, cat, *args).returncode == 0
+            totals["all"] = int(counter.read_text())
+            counter.unlink()
+            continue
+        before = hashes(root)
+        k = random.Random(f"{seed}-{mode}").randint(3, totals["all"])
+        killed = run_killed_at(k, counter, cat, *args)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert integrity(cat) == "ok"
+        now, moved = hashes(root), (hashes(dest) if dest.exists() else {})
+        print(f"FAULT action-step mode={mode} seed={seed} kill_point={k}/{totals['all']} "
+              f"acted_at_kill={len(before) - len(now)}/{groups * copies}")
+        for rel, digest in before.items():
+            places = [h for h in (now.get(rel),) if h] + [h for r, h in moved.items() if r.endswith(rel)]
+            if rel.endswith("/c0.png"):
+                assert now.get(rel) == digest, f"key {rel} touched"
+            assert all(h == digest for h in places), f"{rel} damaged"
+            assert len(places) == 1 if mode == "move" else len(places) <= 1, (rel, places)
+        again = run(cat, *args)  # the same action again completes it
+        assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+        final = hashes(root)
+        assert sorted(final) == sorted(r for r in before if r.endswith("/c0.png"))
+        if mode == "move":
+            assert sorted(v for v in hashes(dest).values()) == sorted(v for r, v in before.items() if not r.endswith("/c0.png"))
+        assert_catalog_matches_disk(cat, root)
+
+
 # ------------------------------------------------------------------ 2. concurrency
 def test_concurrent_processes_on_one_catalog(tmp_path: Path) -> None:
     """Two updates on overlapping folders, status (and search) loops and a thread that
@@ -297,7 +425,13 @@ def test_concurrent_processes_on_one_catalog(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     make_corpus(root, 80)
     cat = tmp_path / "c.sqlite"
-    assert run(cat, "status").returncode == 0  # created once; concurrent creation is test_migrations'
+    dups = tmp_path / "dups"
+    _dup_corpus(dups, 20, 2)
+    assert run(cat, "update", dups).returncode == 0  # also creates the catalog once
+    dups_before = hashes(dups)
+    watch_log = open(tmp_path / "watch.stderr", "wb")
+    watcher = subprocess.Popen(cli_argv(cat, "watch", root, "--processes", "1"),
+                               stdout=subprocess.DEVNULL, stderr=watch_log) if HAVE_WATCH else None
     duration = 10.0
     stop = time.monotonic() + duration
     failures: list[str] = []
@@ -328,6 +462,13 @@ def test_concurrent_processes_on_one_catalog(tmp_path: Path) -> None:
             i += 1
             time.sleep(0.02)
 
+    def action() -> None:
+        time.sleep(duration / 3)
+        p = run(cat, "search", dups, "--move-to", tmp_path / "moved", "--yes", "--json")
+        runs["action"] = 1
+        if p.returncode != 0 or "Traceback" in p.stderr or "locked" in p.stderr:
+            failures.append(f"action exit {p.returncode}: {p.stderr.strip()[-400:]}")
+
     threads = [
         threading.Thread(target=loop, args=("update-all", "update", root, "--processes", "1")),
         threading.Thread(target=loop, args=("update-a", "update", root / "a", root, "--processes", "1")),
@@ -336,12 +477,29 @@ def test_concurrent_processes_on_one_catalog(tmp_path: Path) -> None:
     ]
     if HAVE_ENGINE:
         threads.append(threading.Thread(target=loop, args=("search", "search", "--json")))
+    if HAVE_ENGINE and HAVE_ACTIONS:
+        threads.append(threading.Thread(target=action))
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=duration + 120)
+    if watcher is not None:
+        watcher.send_signal(signal.SIGTERM)
+        runs["watch-exit"] = watcher.wait(timeout=60)
+        watch_log.close()
+        werr = (tmp_path / "watch.stderr").read_text(errors="replace")
+        if runs["watch-exit"] != 0 or "Traceback" in werr or "locked" in werr:
+            failures.append(f"watch exit {runs['watch-exit']}: {werr.strip()[-400:]}")
     assert not failures, failures[:3]
-    print(f"concurrent runs in {duration:.0f} s: {runs}")
+    if "action" in runs:  # every moved duplicate is whole in exactly one place
+        moved = hashes(tmp_path / "moved") if (tmp_path / "moved").exists() else {}
+        now = hashes(dups)
+        assert len(moved) == 40 and len(now) == 20, (len(moved), len(now))
+        for rel, digest in dups_before.items():
+            places = [h for h in (now.get(rel),) if h] + [h for r, h in moved.items() if r.endswith(rel)]
+            assert places == [digest], rel
+        assert_catalog_matches_disk(cat, dups)
+    print(f"FAULT concurrent runs in {duration:.0f} s: {runs}")
     assert runs.get("update-all", 0) >= 2 and runs.get("update-a", 0) >= 2, runs
     final = run(cat, "update", root)
     assert final.returncode == 0, final.stderr
@@ -458,6 +616,15 @@ def test_hostile_corpus_through_cli(processes: str, tmp_path: Path) -> None:
     # known-invalid files are not retried; a second run decodes nothing
     again = json.loads(run(cat, "update", root, "--json").stdout)
     assert again["decoded"] == 0 and again["reused"] == report["decoded"]
+    if HAVE_ENGINE and processes == "1":
+        # search over the survivors (1x10000 next to 10000x1, odd names) and query each bad file
+        found = run(cat, "search", root, "--json", "--no-same-dim")
+        assert found.returncode == 0 and "Traceback" not in found.stderr, found.stderr
+        invalid = json.loads(found.stdout)["stats"]["process"]["build"]["invalid_files"]
+        assert invalid["count"] == sum(1 for v in catalog_rows(cat).values() if v[2] == "invalid")
+        for p in sorted(p for p, how in expect.items() if how == "invalid")[:12]:
+            q = run(cat, "query", p)
+            assert_one_error_line(q, 2)
 
 
 def test_folder_replaced_by_file_mid_scan(cli, catalog_path: Path, tmp_path: Path, monkeypatch) -> None:
@@ -727,7 +894,7 @@ def test_100k_rows_status_and_noop_update_stay_fast(big_catalog, record_property
     assert rep["decoded"] == 0 and rep["reused"] == 20 and rep["removed"] == 0
     record_property("status_s", t_status)
     record_property("noop_update_s", t_update)
-    print(f"100k rows: status {t_status:.2f} s (small catalog {baseline['status']:.2f} s), "
+    print(f"FAULT 100k rows: status {t_status:.2f} s (small catalog {baseline['status']:.2f} s), "
           f"no-change update {t_update:.2f} s (small catalog {baseline['update']:.2f} s)")
     # fast in absolute terms, and within a small factor of the same command on a tiny catalog
     assert t_status < 5 and t_status < 6 * baseline["status"] + 1
@@ -745,15 +912,18 @@ print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, roun
 
 
 @pytest.mark.skipif(not HAVE_ENGINE, reason="search engine not landed")
-def test_100k_rows_search_memory_bounded(big_catalog, tmp_path: Path) -> None:
-    """search over 100,000 10px tensors completes, and its peak RSS stays bounded."""
+@pytest.mark.parametrize("mode", [(), ("--no-same-dim",)], ids=["same-dim", "no-same-dim"])
+def test_100k_rows_search_memory_bounded(mode: tuple[str, ...], big_catalog, tmp_path: Path) -> None:
+    """search (duplicates) over 100,000 10px tensors completes, and its peak RSS stays
+    bounded, also across all dimensions at once."""
     cat, _, _ = big_catalog
-    argv = cli_argv(cat, "search", "--px-size", "10", "--json", "--processes", "1")
+    argv = cli_argv(cat, "search", "--px-size", "10", "--json", "--processes", "1", *mode)
     p = subprocess.run([PY, "-c", PEAK_RSS, *argv], capture_output=True, text=True, timeout=300)
     code, rss_kb, secs, out_len = p.stdout.split()
     assert int(code) == 0, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
-    print(f"search over {N_ROWS} 10px tensors: {float(secs):.1f} s, peak RSS {int(rss_kb) / 1024:.0f} MiB")
+    print(f"FAULT search {' '.join(mode) or '--same-dim'} over {N_ROWS} 10px tensors: "
+          f"{float(secs):.1f} s, peak RSS {int(rss_kb) / 1024:.0f} MiB")
     # the tensors alone are 30 MB; the bound leaves room for numpy/sqlite but not for
     # anything quadratic in the number of files
     assert int(rss_kb) < 1024 * 1024
