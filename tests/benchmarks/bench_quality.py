@@ -66,6 +66,8 @@ def truth(gt: dict, root: Path) -> tuple[dict[frozenset[str], str], dict[str, in
                 label = mb["transform"]
             elif mb["transform"] == "original":
                 label = ma["transform"]
+            elif "brightness" in (ma["transform"], mb["transform"]):
+                label = "brightness"  # two derived files, one of them brightness-shifted
             else:
                 label = "derived-derived"
             pairs[frozenset((a, b))] = label
