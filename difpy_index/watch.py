@@ -266,7 +266,7 @@ class Watcher:
         self.report_duplicates = report_duplicates
         self.on_event = on_event
         self.filter = PathFilter(
-            tuple(self.roots), os.fsencode(str(index.path)),
+            tuple(self.roots), os.path.realpath(os.fsencode(str(index.path))),
             image_extensions() if limit_extensions else None, include_hidden,
         )
         self.debouncer = Debouncer(debounce, max_delay)
@@ -280,6 +280,7 @@ class Watcher:
         self._seen: dict[bytes, tuple[int, int]] = {}
         self._progress = _StopCheck(self)
         self._retry_delay = 0.0
+        self._to_reconcile: list[bytes] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> Watcher:
@@ -312,6 +313,7 @@ class Watcher:
         self.debouncer.close()
         self._thread.join(timeout)
         self._thread = None
+        self._stop_observer()  # in case the worker restarted it while we were stopping
 
     @property
     def alive(self) -> bool:
@@ -348,11 +350,11 @@ class Watcher:
                 observer.schedule(Handler(), os.fsdecode(r), recursive=True)
             observer.start()
         except OSError as exc:
+            _stop_join(observer)
             if self.polling:
                 raise
             self._say("error", logging.WARNING,
                       f"native file events unavailable ({exc.strerror or exc}); polling instead")
-            _stop_join(observer)
             self.polling = True
             observer = self._make_observer(True)
             for r in up:
@@ -380,10 +382,18 @@ class Watcher:
             self._reconcile([r for r in self.roots if self._idents[r] is not None], "start")
             self.ready.set()
             while not self._stopping.is_set():
-                self._check_roots()
-                batch = self.debouncer.take(self.interval)
-                if batch and not self._stopping.is_set():
-                    self._apply(batch)
+                try:
+                    self._check_roots()
+                    batch = self.debouncer.take(self.interval)
+                    if batch and not self._stopping.is_set():
+                        self._apply(batch)
+                except _Stopped:
+                    raise
+                except Exception as exc:  # one bad moment must not end a weeks-long run
+                    delay = self._backoff()
+                    self._say("error", logging.WARNING,
+                              f"watcher error ({_one_line(exc)}); continuing in {delay:.0f} s")
+                    self._stopping.wait(delay)
             batch = self.debouncer.take(0, now_anyway=True)
             if batch:
                 n = len(batch.files) + len(batch.dirs)
@@ -448,10 +458,13 @@ class Watcher:
                           f"root {os.fsdecode(r)} is {'back' if was is None else 'a new folder'}; "
                           f"restarting the observer and reconciling")
                 back.append(r)
-        if changed:
+        self._to_reconcile.extend(r for r in back if r not in self._to_reconcile)
+        if (changed or self._observer is None) and not self._stopping.is_set():
             self._stop_observer()
-            self._start_observer()
-            self._reconcile(back, "root back")
+            self._start_observer()  # on failure: retried on the next check (no observer)
+        if self._to_reconcile:
+            self._reconcile(list(self._to_reconcile), "root back")
+            self._to_reconcile.clear()
 
     def _root_usable(self, root: bytes) -> bool:
         """Still the folder we scheduled: an unmount (even onto an empty mount point, which
