@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import difpy_index as difPy
@@ -260,6 +262,33 @@ def _re(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+NOT_BOOL = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.none(),
+                    st.lists(st.booleans(), max_size=2))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["recursive", "in_folder", "limit_extensions", "show_progress"]),
+       value=NOT_BOOL)
+def test_build_bool_parameters_accept_only_bool(tmp_path: Path, name: str, value: object) -> None:
+    with pytest.raises(UsageError, match=_re(f'Invalid value for "{name}" parameter: must be of type BOOL.')):
+        difPy.build(str(tmp_path), **{name: value})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(px=st.integers(min_value=-10, max_value=6000))
+def test_px_size_range(tmp_path: Path, px: int) -> None:
+    """Valid iff 10 <= px <= 5000, as difPy; a valid one builds (an empty folder here)."""
+    empty = tmp_path / "empty"
+    empty.mkdir(exist_ok=True)
+    if 10 <= px <= 5000:
+        dif = difPy.build(str(empty), px_size=px, show_progress=False)
+        assert dif.stats["process"]["build"]["parameters"]["px_size"] == px
+        assert dif._tensor_dictionary == {}
+    else:
+        with pytest.raises(UsageError, match="must be between 10 and 5000"):
+            difPy.build(str(empty), px_size=px, show_progress=False)
 
 
 def test_build_checks_run_in_difpys_order(tmp_path: Path) -> None:
