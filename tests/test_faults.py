@@ -218,7 +218,7 @@ def _dup_corpus(root: Path, groups: int, copies: int) -> None:
 
 @pytest.mark.skipif(not (HAVE_ENGINE and HAVE_ACTIONS), reason="search engine/actions not landed")
 @pytest.mark.parametrize("mode", ["move", "delete"])
-@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("seed", SEEDS[:2])
 def test_sigkill_action_then_recover(mode: str, seed: int, tmp_path: Path) -> None:
     """SIGKILL `search --move-to/--delete --yes` mid-way: every file is whole in exactly one
     place (or, for delete, whole or gone), every key is intact, and an update reconciles."""
@@ -805,7 +805,9 @@ def test_fuzzed_bytes_never_break_an_update(fmt: str, mutations, tmp_path_factor
 
     data = bytearray(_valid_bytes(FORMATS[fmt], seed=5))
     for op, pos, val in mutations:
-        pos %= max(len(data), 1)
+        if not data:
+            break  # cut to nothing: an empty file is a case of its own
+        pos %= len(data)
         if op == "flip":
             data[pos] ^= val or 1
         elif op == "cut":
