@@ -402,7 +402,8 @@ class Watcher:
                 else:
                     self._say("error", logging.WARNING,
                               f"stopping with {n} changes pending; the next start reconciles them")
-        except _Stopped:
+        except (_Stopped, KeyboardInterrupt):
+            # KeyboardInterrupt: Ctrl-C reached the decode workers too (same process group)
             self._say("error", logging.WARNING, "stopped in the middle of a batch; finished files are saved")
         except Exception as exc:  # the worker must never die silently
             log.exception("watcher failed: %s", exc)
