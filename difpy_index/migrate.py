@@ -57,11 +57,20 @@ def inspect_file(path: Path) -> str | None:
         raise NotACatalogError(f"catalog {path} is a directory, not a catalog file")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
+            head = fh.read(100)  # the SQLite database header
     except OSError as exc:
         raise CatalogError(f"cannot read catalog {path}: {exc.strerror or exc}") from exc
-    if head != SQLITE_MAGIC:
+    if head[: len(SQLITE_MAGIC)] != SQLITE_MAGIC:
         raise NotACatalogError(f"{path} is not a difpy-index catalog (not an SQLite file)")
+    if len(head) == 100 and not Path(f"{path}-wal").exists():
+        # Decide from the header alone when nothing is pending in a WAL: even a read-only
+        # SQLite open of another program's WAL database leaves -wal/-shm files beside it.
+        app_id = int.from_bytes(head[68:72], "big")
+        schema_cookie = int.from_bytes(head[40:44], "big")
+        if app_id != APPLICATION_ID and schema_cookie != 0:
+            raise NotACatalogError(
+                f"{path} is an SQLite file of another program, not a difpy-index catalog"
+            )
     try:
         conn = connect_raw(path, read_only=True)
         try:
