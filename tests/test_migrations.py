@@ -190,3 +190,30 @@ def test_two_processes_create_one_catalog_concurrently(catalog_path: Path) -> No
     assert results == [0, 0]
     assert migrate.inspect_file(catalog_path) == migrate.HEAD
     assert not list(catalog_path.parent.glob("*.bak-*"))
+
+
+@pytest.mark.parametrize("journal", ["WAL", "DELETE"])
+def test_foreign_sqlite_leaves_no_sidecar_files(tmp_path: Path, journal: str) -> None:
+    """Refusing another program's database must not even create -wal/-shm files beside it."""
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA journal_mode={journal}")
+    conn.execute("CREATE TABLE notes(body TEXT)")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(NotACatalogError):
+        Index.open(path)
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+def test_fresh_catalog_with_pending_wal_is_still_recognised(catalog_path: Path) -> None:
+    """Our own catalog whose header change still sits in the WAL is not 'another program's'."""
+    idx = Index.open(catalog_path)
+    try:
+        assert Path(f"{catalog_path}-wal").exists()
+        assert migrate.inspect_file(catalog_path) == migrate.HEAD
+        Index.open(catalog_path).close()
+    finally:
+        idx.close()

@@ -29,12 +29,15 @@ from pathlib import Path
 MAKE_CORPUS = Path("/work/shared/bench/make_corpus.py")
 
 
-def mirror(src: Path, dst: Path) -> list[Path]:
-    files = []
-    for dirpath, _dirs, names in os.walk(src):
+def mirror(src: Path, dst: Path, limit: int | None = None) -> list[Path]:
+    files: list[Path] = []
+    for dirpath, dirs, names in os.walk(src):
+        dirs.sort()
         out = dst / Path(dirpath).relative_to(src)
         out.mkdir(parents=True, exist_ok=True)
-        for n in names:
+        for n in sorted(names):
+            if limit is not None and len(files) >= limit:
+                return sorted(files)
             try:
                 os.link(Path(dirpath) / n, out / n)
             except OSError:
@@ -64,6 +67,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--touch", type=float, default=0.01, help="fraction of files to change")
+    ap.add_argument("--limit", type=int, help="use only the first N files of the corpus")
+    ap.add_argument("--difpy-last", action="store_true",
+                    help="time difPy after our cold update (to expose order effects)")
     ap.add_argument("--skip-difpy", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
@@ -82,10 +88,12 @@ def main() -> int:
         else:
             corpus = args.corpus.resolve()
         work = scratch / "mirror"
-        files = mirror(corpus, work)
+        files = mirror(corpus, work, args.limit)
         catalog = scratch / "catalog.sqlite"
 
-        difpy_s = None if args.skip_difpy else time_difpy_build(work, args.processes)
+        difpy_s = None
+        if not args.skip_difpy and not args.difpy_last:
+            difpy_s = time_difpy_build(work, args.processes)
         with Index.open(catalog) as idx:
             t = time.perf_counter()
             cold = idx.update([work], processes=args.processes)
@@ -95,6 +103,8 @@ def main() -> int:
             warm = idx.update([work], processes=args.processes)
             warm_s = time.perf_counter() - t
             assert warm.decoded == 0, warm
+            if not args.skip_difpy and args.difpy_last:
+                difpy_s = time_difpy_build(work, args.processes)
             step = max(1, round(1 / args.touch)) if args.touch > 0 else len(files) + 1
             touched = files[::step]
             for f in touched:  # a fresh copy: new inode and mtime, the corpus untouched
