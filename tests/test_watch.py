@@ -148,6 +148,7 @@ def test_create_modify_delete_move(tmp_path: Path, root: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     write_image(root / "old.png", 1)
+    (root / "sub").mkdir()  # exists before: the move below is one event, not a folder scan
     events: list[WatchEvent] = []
     with Index.open(cat) as idx, idx.watch([root], polling=True, on_event=events.append, **FAST) as w:
         assert w.ready.wait(10)
@@ -162,7 +163,6 @@ def test_create_modify_delete_move(tmp_path: Path, root: Path) -> None:
         wait_until(lambda: rows(cat).get(b(root / "new.png")) != before)
         assert not np.array_equal(idx.tensor(root / "new.png"), t_new)
 
-        (root / "sub").mkdir()
         os.rename(root / "new.png", root / "sub" / "moved.png")  # move within
         wait_until(lambda: b(root / "sub" / "moved.png") in rows(cat) and b(root / "new.png") not in rows(cat))
         moves = [e for e in events if e.kind == "batch" and e.report and e.report.renamed]
