@@ -11,7 +11,7 @@ from .tensor import MAX_PX_SIZE, MIN_PX_SIZE
 SIMILARITY_PRESETS = {"duplicates": 0.0, "similar": 5.0}
 #: The 'near' preset: calibrated on ground-truth corpora (docs/quality.md,
 #: tests/benchmarks/bench_quality.py); it also turns same_dim off unless given.
-NEAR_THRESHOLD = 23.0
+NEAR_THRESHOLD = 31.0
 
 
 def parse_similarity(value: object) -> float:
