@@ -78,6 +78,14 @@ def decode_all(
             suspects = []
 
 
+def _worker_init(max_pixels: int | None) -> None:
+    """Workers ignore Ctrl-C: the main process decides, commits what is done, and stops them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker(max_pixels)
+
+
 def _crash_result(path: bytes) -> Decoded:
     try:
         st = os.stat(path)
@@ -102,7 +110,7 @@ def _run_pool(
     with _main_not_reimported():
         executor = ProcessPoolExecutor(
             max_workers=processes, mp_context=_context(),
-            initializer=init_worker, initargs=(max_pixels,),
+            initializer=_worker_init, initargs=(max_pixels,),
         )
         inflight: dict[Future[list[Decoded]], list[bytes]] = {}
         try:
