@@ -78,12 +78,29 @@ def decode_all(
             suspects = []
 
 
-def _worker_init(max_pixels: int | None) -> None:
-    """Workers ignore Ctrl-C: the main process decides, commits what is done, and stops them."""
+def _worker_init(max_pixels: int | None, parent: int) -> None:
+    """Workers ignore Ctrl-C (the main process decides, commits what is done, and stops
+    them) and exit by themselves when the main process is killed: their queue pipes would
+    otherwise keep them waiting forever."""
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     init_worker(max_pixels)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    import time
+
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
 
 
 def _crash_result(path: bytes) -> Decoded:
@@ -110,7 +127,7 @@ def _run_pool(
     with _main_not_reimported():
         executor = ProcessPoolExecutor(
             max_workers=processes, mp_context=_context(),
-            initializer=_worker_init, initargs=(max_pixels,),
+            initializer=_worker_init, initargs=(max_pixels, os.getpid()),
         )
         inflight: dict[Future[list[Decoded]], list[bytes]] = {}
         try:
