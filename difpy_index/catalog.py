@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .models import File, Root, Tensor
 
 if TYPE_CHECKING:
     import numpy as np
-    from sqlalchemy.engine import Connection, Engine
+    import sqlite3
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Engine
 
     from .tensor import Decoded
 
@@ -66,10 +68,35 @@ def now_ns() -> int:
 
 
 class Catalog:
-    def __init__(self, path: Path, engine: Engine) -> None:
+    """SQLAlchemy for writes; the hot read path of ``search`` and ``status`` uses plain
+    sqlite3, so a search over a cached catalog never imports SQLAlchemy (~150 ms)."""
+
+    def __init__(self, path: Path, engine: Engine | Callable[[], Engine]) -> None:
         self.path = path
-        self.engine = engine
-        self.writer = engine.execution_options(difpy_write=True)
+        self._engine: Engine | None = None
+        self._factory: Callable[[], Engine] | None = None
+        if callable(engine) and not hasattr(engine, "connect"):
+            self._factory = engine
+        else:
+            self._engine = engine  # type: ignore[assignment]
+        self._writer: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            assert self._factory is not None
+            self._engine = self._factory()
+        return self._engine
+
+    @property
+    def writer(self) -> Engine:
+        if self._writer is None:
+            self._writer = self.engine.execution_options(difpy_write=True)
+        return self._writer
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
 
     # -- transactions -----------------------------------------------------------------
     def write(self) -> Any:
@@ -79,10 +106,27 @@ class Catalog:
     def read(self) -> Any:
         return self.engine.connect()
 
+    def _raw(self) -> sqlite3.Connection:
+        """A plain read-only-by-pragma connection for the hot read path."""
+        from .db import connect_raw
+
+        conn = connect_raw(self.path)
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
+    def _raw_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._raw()
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
     # -- roots ------------------------------------------------------------------------
     def ensure_roots(self, paths: Sequence[bytes]) -> dict[bytes, int]:
         from sqlalchemy import select
         from sqlalchemy.dialects.sqlite import insert
+
+        from .models import Root
 
         if not paths:
             return {}
@@ -97,32 +141,26 @@ class Catalog:
     def touch_roots(self, ids: Iterable[int]) -> None:
         from sqlalchemy import update
 
+        from .models import Root
+
         ids = list(ids)
         if ids:
             with self.write() as conn:
                 conn.execute(update(Root).where(Root.id.in_(ids)).values(updated_ns=now_ns()))
 
     def roots(self) -> list[RootInfo]:
-        from sqlalchemy import case, func, select
-
-        stmt = (
-            select(
-                Root.id,
-                Root.path,
-                func.count(File.id),
-                func.coalesce(func.sum(case((File.status == "invalid", 1), else_=0)), 0),
-            )
-            .outerjoin(File, File.root_id == Root.id)
-            .group_by(Root.id)
-            .order_by(Root.path)
+        rows = self._raw_query(
+            "SELECT r.id, r.path, count(f.id), coalesce(sum(f.status = 'invalid'), 0) "
+            "FROM roots r LEFT JOIN files f ON f.root_id = r.id GROUP BY r.id ORDER BY r.path"
         )
-        with self.read() as conn:
-            return [RootInfo(r[0], r[1], int(r[2]) - int(r[3]), int(r[3])) for r in conn.execute(stmt)]
+        return [RootInfo(r[0], bytes(r[1]), int(r[2]) - int(r[3]), int(r[3])) for r in rows]
 
     # -- files ------------------------------------------------------------------------
     def files_in(self, folders: Sequence[bytes], root_ids: Sequence[int] = ()) -> list[KnownFile]:
         """Rows below any of ``folders`` or belonging to any of ``root_ids``."""
         from sqlalchemy import or_, select
+
+        from .models import File
 
         conds = []
         for folder in folders:
@@ -133,22 +171,26 @@ class Catalog:
         if not conds:
             return []
         with self.read() as conn:
-            rows = conn.execute(select(*_FILE_COLS).where(or_(*conds)))
+            rows = conn.execute(select(*_file_cols()).where(or_(*conds)))
             return [KnownFile(*r) for r in rows]
 
     def files_by_path(self, paths: Sequence[bytes]) -> dict[bytes, KnownFile]:
         from sqlalchemy import select
 
+        from .models import File
+
         out: dict[bytes, KnownFile] = {}
         with self.read() as conn:
             for chunk in _chunks(list(paths), CHUNK):
-                for r in conn.execute(select(*_FILE_COLS).where(File.path.in_(chunk))):
+                for r in conn.execute(select(*_file_cols()).where(File.path.in_(chunk))):
                     out[r.path] = KnownFile(*r)
         return out
 
     def tensor_sizes(self, file_ids: Sequence[int], recipe: str) -> dict[int, set[int]]:
         """For each file id, the px sizes it has a current-recipe tensor for."""
         from sqlalchemy import select
+
+        from .models import Tensor
 
         out: dict[int, set[int]] = {}
         with self.read() as conn:
@@ -174,6 +216,8 @@ class Catalog:
         """
         from sqlalchemy import delete, select
         from sqlalchemy.dialects.sqlite import insert
+
+        from .models import File, Tensor
 
         if not results:
             return
@@ -242,6 +286,8 @@ class Catalog:
     def remove(self, file_ids: Sequence[int]) -> int:
         from sqlalchemy import delete
 
+        from .models import File, Tensor
+
         n = 0
         with self.write() as conn:
             for chunk in _chunks(list(file_ids), CHUNK):
@@ -258,6 +304,8 @@ class Catalog:
                  root_id: int | None = None) -> bool:
         """A rename: the row (and its tensors) follows the file without a decode."""
         from sqlalchemy import delete, select, update
+
+        from .models import File, Tensor
 
         with self.write() as conn:
             row = conn.execute(select(File.id, File.root_id).where(File.path == old)).first()
@@ -280,6 +328,8 @@ class Catalog:
     def tensor(self, path: bytes, px_size: int, recipe: str) -> bytes | None:
         from sqlalchemy import select
 
+        from .models import File, Tensor
+
         stmt = (
             select(Tensor.data)
             .join(File, File.id == Tensor.file_id)
@@ -293,57 +343,47 @@ class Catalog:
     ) -> SearchInput:
         """Every valid file (optionally below ``folders``) with its tensor, one matrix."""
         import numpy as np
-        from sqlalchemy import or_, select
 
-        stmt = (
-            select(File.id, File.path, File.root_id, File.size, File.width, File.height, Tensor.data)
-            .join(Tensor, Tensor.file_id == File.id)
-            .where(File.status == "ok", Tensor.px_size == px_size, Tensor.recipe == recipe)
+        where, params = _below_sql(folders)
+        rows = self._raw_query(
+            "SELECT f.id, f.path, f.root_id, f.size, f.width, f.height, t.data "
+            "FROM files f JOIN tensors t ON t.file_id = f.id "
+            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where} ORDER BY f.path",
+            [px_size, recipe, *params],
         )
-        if folders is not None:
-            conds = []
-            for folder in folders:
-                lo, hi = prefix_bounds(folder)
-                conds.append((File.path >= lo) & (File.path < hi))
-            stmt = stmt.where(or_(*conds)) if conds else stmt.where(False)
-        with self.read() as conn:
-            rows = conn.execute(stmt.order_by(File.path)).all()
         n = len(rows)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
         blob = b"".join(r[6] for r in rows)
         tensors = np.frombuffer(blob, dtype=np.uint8).reshape(n, px_size, px_size, 3)
+        cols = np.array([(r[0], r[2], r[3], r[4], r[5]) for r in rows], dtype=np.int64).reshape(n, 5)
         return SearchInput(
-            ids=ids,
-            paths=[r[1] for r in rows],
-            root_ids=np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
-            sizes=np.fromiter((r[3] for r in rows), dtype=np.int64, count=n),
-            widths=np.fromiter((r[4] for r in rows), dtype=np.int64, count=n),
-            heights=np.fromiter((r[5] for r in rows), dtype=np.int64, count=n),
+            ids=cols[:, 0].copy(),
+            paths=[bytes(r[1]) for r in rows],
+            root_ids=cols[:, 1].copy(),
+            sizes=cols[:, 2].copy(),
+            widths=cols[:, 3].copy(),
+            heights=cols[:, 4].copy(),
             tensors=tensors,
         )
 
     def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
-        from sqlalchemy import or_, select
-
-        stmt = select(File.path, File.error).where(File.status == "invalid")
-        if folders is not None:
-            conds = []
-            for folder in folders:
-                lo, hi = prefix_bounds(folder)
-                conds.append((File.path >= lo) & (File.path < hi))
-            stmt = stmt.where(or_(*conds)) if conds else stmt.where(False)
-        with self.read() as conn:
-            return {r[0]: r[1] or "" for r in conn.execute(stmt.order_by(File.path))}
+        where, params = _below_sql(folders)
+        rows = self._raw_query(
+            f"SELECT f.path, f.error FROM files f WHERE f.status = 'invalid'{where} ORDER BY f.path",
+            params,
+        )
+        return {bytes(r[0]): r[1] or "" for r in rows}
 
     # -- summary ----------------------------------------------------------------------
     def counts(self) -> dict[str, Any]:
-        from sqlalchemy import func, select
-
-        with self.read() as conn:
-            files = conn.execute(select(func.count()).where(File.status == "ok")).scalar() or 0
-            invalid = conn.execute(select(func.count()).where(File.status == "invalid")).scalar() or 0
-            pxs = [r[0] for r in conn.execute(select(Tensor.px_size).distinct().order_by(Tensor.px_size))]
-            rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        conn = self._raw()
+        try:
+            files, invalid = conn.execute(
+                "SELECT coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'invalid'), 0) FROM files"
+            ).fetchone()
+            pxs = [r[0] for r in conn.execute("SELECT DISTINCT px_size FROM tensors ORDER BY px_size")]
+            rev = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        finally:
+            conn.close()
         size = sum(
             os.path.getsize(p)
             for p in (self.path, Path(f"{self.path}-wal"))
@@ -352,10 +392,26 @@ class Catalog:
         return {"files": files, "invalid": invalid, "px_sizes": pxs, "schema": rev, "bytes": size}
 
 
-_FILE_COLS = (
-    File.id, File.path, File.root_id, File.size, File.mtime_ns, File.inode,
-    File.status, File.error, File.width, File.height,
-)
+def _file_cols() -> tuple[Any, ...]:
+    from .models import File
+
+    return (
+        File.id, File.path, File.root_id, File.size, File.mtime_ns, File.inode,
+        File.status, File.error, File.width, File.height,
+    )
+
+
+def _below_sql(folders: Sequence[bytes] | None) -> tuple[str, list[bytes]]:
+    """A WHERE fragment selecting paths below any of ``folders`` (None: everything)."""
+    if folders is None:
+        return "", []
+    if not folders:
+        return " AND 0", []
+    params: list[bytes] = []
+    for folder in folders:
+        params.extend(prefix_bounds(folder))
+    ors = " OR ".join(["(f.path >= ? AND f.path < ?)"] * len(folders))
+    return f" AND ({ors})", params
 
 
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:

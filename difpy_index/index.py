@@ -75,10 +75,11 @@ class Index:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CatalogError(f"cannot create catalog folder {p.parent}: {exc.strerror}") from exc
+        if not needs:  # SQLAlchemy is imported only when something is written
+            return cls(Catalog(p, lambda: make_engine(p)), max_pixels=max_pixels)
         engine = make_engine(p)
         try:
-            if needs:
-                migrate.upgrade(p, engine)
+            migrate.upgrade(p, engine)
         except Exception as exc:
             engine.dispose()
             from sqlalchemy.exc import OperationalError
@@ -89,7 +90,7 @@ class Index:
         return cls(Catalog(p, engine), max_pixels=max_pixels)
 
     def close(self) -> None:
-        self._catalog.engine.dispose()
+        self._catalog.dispose()
 
     def __enter__(self) -> Index:
         return self
