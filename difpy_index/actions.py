@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .catalog import KnownFile
+    from .index import Index
     from .results import SearchResult
 
 QUESTION = (
@@ -485,6 +486,22 @@ def _rows(result: SearchResult, steps: Sequence[Step]) -> dict[bytes, KnownFile]
     return _index_of(result).catalog.files_by_path(sorted(paths))
 
 
+
+def _check_or_skip(
+    verifier: Verifier, step: Step, report: ActionReport, index: Index, dry_run: bool
+) -> Any:
+    """The verified (member, key) of a step, or None after recording why it is skipped."""
+    checked = verifier.check(step)
+    if not isinstance(checked, str):
+        return checked
+    report.skipped.append(Skip(step.member, checked))
+    if not dry_run and checked == "file no longer exists":
+        # e.g. an earlier run killed between its unlink/rename and its catalog write:
+        # the catalog follows the disk instead of keeping a dead row
+        index.catalog.forget_paths([os.fsencode(step.member)])
+    return None
+
+
 def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: bool = False) -> ActionReport:
     """Move every verified lower-quality file under ``destination`` (see module docstring)."""
     if not isinstance(destination, (str, os.PathLike)) or not os.fspath(destination):
@@ -523,13 +540,8 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
     if not dry_run:
         os.makedirs(dest, exist_ok=True)
     for s in steps:
-        checked = verifier.check(s)
-        if isinstance(checked, str):
-            report.skipped.append(Skip(s.member, checked))
-            if not dry_run and checked == "file no longer exists":
-                # e.g. an earlier run killed between its unlink/rename and its catalog
-                # write: the catalog follows the disk instead of keeping a dead row
-                index.catalog.forget_paths([os.fsencode(s.member)])
+        checked = _check_or_skip(verifier, s, report, index, dry_run)
+        if checked is None:
             continue
         member, _key = checked
         src, target = os.fsencode(s.member), os.fsencode(s.target or "")
@@ -588,13 +600,8 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
     rows = _rows(result, steps)
     verifier = Verifier(result, rows)
     for s in steps:
-        checked = verifier.check(s)
-        if isinstance(checked, str):
-            report.skipped.append(Skip(s.member, checked))
-            if not dry_run and checked == "file no longer exists":
-                # e.g. an earlier run killed between its unlink/rename and its catalog
-                # write: the catalog follows the disk instead of keeping a dead row
-                index.catalog.forget_paths([os.fsencode(s.member)])
+        checked = _check_or_skip(verifier, s, report, index, dry_run)
+        if checked is None:
             continue
         member, _key = checked
         if dry_run:
