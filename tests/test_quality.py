@@ -1,6 +1,7 @@
 """The 'near' preset on ground-truth corpora (issue 9): precision 1.0 and recall >= 0.9.
 
-Corpora come from ../shared/bench/make_corpus.py (real photos shipped in scikit-image);
+Corpora come from ../shared/bench/make_corpus.py (real photos shipped in scikit-image,
+scikit-learn and matplotlib, exactly the benchmark's seed set);
 two seeds and two sizes, small enough for CI. The calibration itself, with larger corpora
 and per-transform tables, is tests/benchmarks/bench_quality.py.
 """
@@ -27,8 +28,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not MAKE_CORPUS.is_file(), reason=f"corpus generator not found at {MAKE_CORPUS}"),
     pytest.mark.skipif(
-        importlib.util.find_spec("skimage") is None,
-        reason="scikit-image (its bundled photos seed the corpus) is not installed",
+        any(importlib.util.find_spec(m) is None for m in ("skimage", "sklearn", "matplotlib")),
+        reason="scikit-image, scikit-learn and matplotlib (their bundled photos seed the "
+        "corpus, as in the benchmarks) are not all installed",
     ),
 ]
 
