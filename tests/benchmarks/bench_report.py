@@ -15,7 +15,6 @@ thumbnail phase alone. Timings on shared machines drift: run it twice.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -23,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
