@@ -6,9 +6,9 @@ check what the catalog, the result shapes and the CLI add around it.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import sys
 from pathlib import Path
 
 import imagefactory as imf
@@ -17,6 +17,9 @@ import pytest
 from PIL import Image
 
 from difpy_index import Index, NotIndexedError, UsageError
+
+sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
+from bench_quality import result_pairs as pairs  # noqa: E402  (pairs inside each group)
 
 
 def real(p: Path) -> str:
@@ -59,14 +62,6 @@ def index_of(tmp_path: Path, root: Path) -> Index:
     idx = Index.open(tmp_path / "c.sqlite")
     idx.update([root], processes=1)
     return idx
-
-
-def pairs(found) -> set[frozenset[str]]:
-    out = set()
-    for g in found.groups:
-        names = [g.key] + [m.path for m in g.members]
-        out.update(frozenset(p) for p in itertools.combinations(names, 2))
-    return out
 
 
 def test_duplicates_finds_copies_and_rotations_not_brightness(tmp_path: Path, library: dict) -> None:
