@@ -63,14 +63,18 @@ def access_error(reason: str | None) -> bool:
     )
 
 
+def rel_in_scope(rel: bytes, options: ScanOptions) -> bool:
+    """Would a walk reach this path, given relative to its root (subfolders, hidden names)?"""
+    if not options.recursive and b"/" in rel:
+        return False
+    return options.include_hidden or not any(part.startswith(b".") for part in rel.split(b"/"))
+
+
 def in_scope(row: KnownFile, root: bytes, root_id: int, options: ScanOptions) -> bool:
     """Would a walk of ``root`` with ``options`` have found this row's file?"""
     base = root.rstrip(b"/") + b"/"
     if row.path.startswith(base):
-        rel = row.path[len(base) :]
-        if not options.recursive and b"/" in rel:
-            return False
-        if not options.include_hidden and any(part.startswith(b".") for part in rel.split(b"/")):
+        if not rel_in_scope(row.path[len(base) :], options):
             return False
     elif row.root_id != root_id:
         return False
@@ -272,10 +276,7 @@ def run_update_paths(
         root = owning_root(p, roots)
         if root is None or root not in root_ids:
             continue
-        rel = p[len(root.rstrip(b"/")) + 1 :]
-        if not options.recursive and b"/" in rel:
-            continue
-        if not options.include_hidden and any(part.startswith(b".") for part in rel.split(b"/")):
+        if not rel_in_scope(p[len(root.rstrip(b"/")) + 1 :], options):
             continue
         if not wanted(p, options):
             report.skipped += 1
