@@ -367,8 +367,7 @@ def apply(
     if (move_to is None) == (not delete):
         raise_usage("give exactly one of --move-to DEST or --delete")
     plan = load_plan(plan_file)
-    if delete and not (yes or dry_run) and not sys.stdin.isatty():
-        raise_usage("refusing to delete without confirmation: no terminal to ask; pass --yes")
+    # without --yes and a terminal, actions refuses (exit 2), as for search --delete
     with Index.open(state.catalog if state.catalog is not None else plan.catalog) as idx:
         actions = apply_plan(idx, plan, move_to=move_to, delete=delete, yes=yes, dry_run=dry_run)
     for skip in actions.skipped:
