@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .difpy_compat import build, search
 from .errors import (
     ActionError,
     CatalogError,
@@ -19,7 +20,6 @@ from .errors import (
 )
 from .index import Index, default_catalog_path
 from .results import GroupInfo, MemberInfo, QueryMatch, SearchResult
-from .compat import build, search
 
 __all__ = [
     "ActionError", "CatalogError", "DifpyIndexError", "GroupInfo", "Index", "MemberInfo",

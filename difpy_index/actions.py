@@ -45,9 +45,9 @@ from .errors import ActionError
 if TYPE_CHECKING:
     import numpy as np
 
-    from .catalog import KnownFile
     from .index import Index
     from .results import SearchResult
+    from .store.catalog import KnownFile
 
 QUESTION = (
     "Are you sure you want to delete all lower quality matched images? \n"
@@ -203,7 +203,7 @@ class Verifier:
     """Checks that a member still duplicates a key, trusting the catalog only when fresh."""
 
     def __init__(self, result: SearchResult, rows: dict[bytes, KnownFile]) -> None:
-        from .tensor import init_worker
+        from .decode import init_worker
 
         self.result = result
         self.index = result._index
@@ -215,7 +215,7 @@ class Verifier:
         """The file's current identity and tensor, or the reason it cannot be used."""
         import numpy as np
 
-        from .tensor import decode_file
+        from .decode import decode_file
 
         p = os.fsencode(path)
         px = self.result.px_size

@@ -47,6 +47,44 @@ def _escape_char(c: str) -> str:
     return c if c.isprintable() else repr(c)[1:-1]
 
 
+class RichProgress:
+    """A rich progress bar on stderr behind the library's Progress protocol."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=True,
+        )
+        self._task: Any = None
+
+    def start(self, total: int, label: str) -> None:
+        if total <= 0:
+            return
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, n)
+
+    def note(self, message: str) -> None:
+        self._progress.console.print(message)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._progress.stop()
+            self._task = None
+
+
 def err(message: str) -> None:
     """One line on stderr, always: a file name holding a newline or a control character
     (or a non-UTF-8 byte) is shown escaped, so each message stays one line for the user."""
@@ -153,8 +191,6 @@ def _progress(state: State, json_out: bool) -> Any:
 
     if state.quiet or json_out or not sys.stderr.isatty():
         return NullProgress()
-    from .richprogress import RichProgress
-
     return RichProgress()
 
 
@@ -276,7 +312,7 @@ def search(
     if json_out:
         _print_json(payload)
         return
-    from .output import write_difpy_files
+    from .results import write_difpy_files
 
     written = write_difpy_files(payload, output_dir or Path.cwd())
     groups = len(found.groups)

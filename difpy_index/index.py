@@ -11,16 +11,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE
 from .errors import NotIndexedError, UsageError
 from .params import check_processes, check_px_size, is_near, parse_similarity
 from .progress import NullProgress, Progress
 from .results import GroupInfo, MemberInfo, QueryMatch, SearchResult
-from .tensor import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .catalog import Catalog, SearchInput
+    from .store.catalog import Catalog, SearchInput
     from .update import UpdateReport
     from .watch import Watcher
 
@@ -62,10 +62,10 @@ class Index:
     @classmethod
     def open(cls, path: PathLike | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Index:
         """Open (creating or migrating as needed) the catalog at ``path``."""
-        from . import migrate
-        from .catalog import Catalog
-        from .db import make_engine
         from .errors import CatalogError
+        from .store import migrate
+        from .store.catalog import Catalog
+        from .store.db import make_engine
 
         p = Path(os.fsdecode(path)).expanduser() if path is not None else default_catalog_path()
         p = p.absolute()
@@ -105,7 +105,7 @@ class Index:
     @property
     def recipe(self) -> str:
         if self._recipe is None:
-            from .tensor import recipe
+            from .decode import recipe
 
             self._recipe = recipe()
         return self._recipe
@@ -126,8 +126,8 @@ class Index:
 
         Without ``dirs``, every root already in the catalog is updated.
         """
+        from .decode import image_extensions
         from .scan import ScanOptions, check_dirs
-        from .tensor import image_extensions
         from .update import run_update
 
         sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
@@ -163,8 +163,8 @@ class Index:
     ) -> UpdateReport:
         """``update`` restricted to the given files below ``roots`` (the watcher's batches):
         re-stat each, decode what changed, drop what is gone, let moved rows follow."""
+        from .decode import image_extensions
         from .scan import ScanOptions, check_dirs
-        from .tensor import image_extensions
         from .update import run_update_paths
 
         sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
@@ -242,7 +242,7 @@ class Index:
         ``recursive=False`` searches only the files directly inside the folders (difPy's
         ``build(recursive=False)``), even if the catalog also holds their subfolders.
         """
-        from . import engine
+        from . import match
 
         t0 = time.time()
         threshold = parse_similarity(similarity)
@@ -268,7 +268,7 @@ class Index:
         t_search = time.time()
         groups: list[GroupInfo] = []
         for folder, subset in scopes:
-            found = engine.find_groups(
+            found = match.find_groups(
                 data.tensors, data.widths, data.heights, data.sizes, data.paths,
                 threshold, rotate=rotate, same_dim=same_dim, subset=subset, processes=procs,
             )
@@ -353,8 +353,8 @@ class Index:
         """For each image (indexed or not), the catalog files that match it."""
         import numpy as np
 
-        from . import engine
-        from .tensor import decode_file, init_worker
+        from . import match
+        from .decode import decode_file, init_worker
 
         threshold = parse_similarity(similarity)
         if same_dim is None:
@@ -372,7 +372,7 @@ class Index:
             if d.error or d.gone:
                 raise UsageError(f"cannot read image {_display(real)}: {d.error or 'vanished'}")
             q = np.frombuffer(d.tensors[px_size], dtype=np.uint8).reshape(1, px_size, px_size, 3)
-            found = engine.match_against(
+            found = match.match_against(
                 q, np.array([d.width]), np.array([d.height]),
                 data.tensors, data.widths, data.heights, threshold, rotate=rotate, same_dim=same_dim,
             )[0]
@@ -409,7 +409,7 @@ def _top_level(data: SearchInput, folders: list[bytes]) -> SearchInput:
     """Only the rows directly inside ``folders`` (a non-recursive search)."""
     import numpy as np
 
-    from .catalog import SearchInput
+    from .store.catalog import SearchInput
 
     tops = set(folders)
     keep = np.array(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+from .decode import MAX_PX_SIZE, MIN_PX_SIZE
 from .errors import UsageError
-from .tensor import MAX_PX_SIZE, MIN_PX_SIZE
 
 SIMILARITY_PRESETS = {"duplicates": 0.0, "similar": 5.0}
 #: The 'near' preset: calibrated on ground-truth corpora (docs/quality.md,

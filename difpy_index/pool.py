@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from .tensor import Decoded, decode_batch, init_worker
+from .decode import Decoded, decode_batch, init_worker
 
 TASK_FILES = 8  # files per task: amortises pickling, keeps the tail short
 INLINE_BELOW = 8  # fewer files than this are decoded in-process: no pool start-up cost

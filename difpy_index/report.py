@@ -74,7 +74,7 @@ def _init_thumb_worker(max_pixels: int | None) -> None:
 
     from PIL import Image
 
-    from .tensor import init_worker
+    from .decode import init_worker
 
     init_worker(max_pixels)
     Image.MAX_IMAGE_PIXELS = max_pixels
@@ -107,7 +107,7 @@ def make_thumb(path: bytes, px: int = THUMB_PX) -> Thumb:
                 img.save(buf, "JPEG", quality=75)
                 mime = "image/jpeg"
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a placeholder
-        from .tensor import one_line
+        from .decode import one_line
 
         return Thumb(path, size=st.st_size, mtime=st.st_mtime, error=one_line(exc))
     return Thumb(path, buf.getvalue(), mime, width, height, st.st_size, st.st_mtime)
@@ -120,8 +120,8 @@ def thumb_batch(paths: list[bytes], px: int) -> list[Thumb]:
 def make_thumbs(paths: Sequence[bytes], px: int = THUMB_PX, processes: int | None = None,
                 max_pixels: int | None = None) -> dict[bytes, Thumb]:
     """Thumbnails of every path, in worker processes when there are enough of them."""
+    from .decode import DEFAULT_MAX_PIXELS
     from .pool import default_processes
-    from .tensor import DEFAULT_MAX_PIXELS
 
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     procs = default_processes() if processes is None else max(1, processes)

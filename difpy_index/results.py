@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -92,3 +96,20 @@ class QueryMatch:
             "matches": [[m.path, m.mse] for m in self.matches],
             "details": [{"path": m.path, "mse": m.mse, "rotation": m.rotation} for m in self.matches],
         }
+
+def write_difpy_files(payload: dict[str, Any], out_dir: Path) -> Path:
+    """difPy's three files ``difPy_<timestamp>_{results,lower_quality,stats}.json`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    parts = {
+        "results": payload["result"],
+        "lower_quality": payload["lower_quality"],
+        "stats": {**payload["stats"], **({"actions": payload["actions"]} if "actions" in payload else {})},
+    }
+    for name, obj in parts.items():
+        target = out_dir / f"difPy_{stamp}_{name}.json"
+        tmp = target.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            json.dump(obj, fh, ensure_ascii=True, indent=1)
+        os.replace(tmp, target)
+    return out_dir.resolve()

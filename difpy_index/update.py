@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .decode import Decoded
 from .pool import decode_all, default_processes
 from .scan import FileStat, ScanOptions, extension_of, is_hidden, scan, wanted
-from .tensor import Decoded
 
 if TYPE_CHECKING:
-    from .catalog import Catalog, KnownFile
     from .progress import Progress
+    from .store.catalog import Catalog, KnownFile
 
 log = logging.getLogger(__name__)
 BATCH = 256

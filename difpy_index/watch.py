@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .decode import DEFAULT_PX_SIZE
 from .errors import UsageError
-from .tensor import DEFAULT_PX_SIZE
 
 if TYPE_CHECKING:
     from .index import Index, PathLike
@@ -249,8 +249,8 @@ class Watcher:
         report_duplicates: bool = False,
         on_event: Callable[[WatchEvent], None] | None = None,
     ) -> None:
+        from .decode import image_extensions
         from .scan import check_dirs
-        from .tensor import image_extensions
 
         if not dirs:
             raise UsageError("watch needs at least one folder")

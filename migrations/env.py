@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from difpy_index.models import Base
+from difpy_index.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -29,7 +29,7 @@ if shared is not None:
 else:
     from pathlib import Path
 
-    from difpy_index.db import make_engine
+    from difpy_index.store.db import make_engine
 
     db = context.get_x_argument(as_dictionary=True).get("db", "catalog.sqlite")
     engine = make_engine(Path(db))

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import catalog_rows, disk_files, write_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import catalog_rows, disk_files, write_image
-from difpy_index import ActionError, GroupInfo, Index, MemberInfo, SearchResult
-from difpy_index import actions
+from difpy_index import ActionError, GroupInfo, Index, MemberInfo, SearchResult, actions
 from difpy_index.actions import ActionRefused
 
 
@@ -504,26 +503,7 @@ def test_delete_never_loses_the_last_copy(scenario):
 
 # -- end to end: Index.search and the CLI ---------------------------------------------------------
 @pytest.fixture
-def engine(monkeypatch):
-    """``Index.search`` imports ``difpy_index.engine``; until the rename from ``search`` lands,
-    point that name at the search module."""
-    import sys
-
-    try:
-        import difpy_index.engine  # noqa: F401
-    except ImportError:
-        import importlib
-
-        import difpy_index
-
-        mod = importlib.import_module("difpy_index.search")  # not the package's search()
-
-        monkeypatch.setitem(sys.modules, "difpy_index.engine", mod)
-        monkeypatch.setattr(difpy_index, "engine", mod, raising=False)
-
-
-@pytest.fixture
-def indexed(cli, photos, engine):
+def indexed(cli, photos):
     res = cli("update", photos["root"], "--json")
     assert res.exit_code == 0, res.stderr
     return photos
@@ -553,7 +533,7 @@ def test_cli_delete_without_a_terminal_refuses(cli, indexed):
     assert disk_files(indexed["root"]) == before
 
 
-def test_cli_nothing_to_delete_is_a_message(cli, tmp_path, engine):
+def test_cli_nothing_to_delete_is_a_message(cli, tmp_path):
     root = tmp_path / "alone"
     write_image(root / "a.png", seed=1)
     write_image(root / "b.png", seed=2)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_image
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import write_image
-from difpy_index.catalog import prefix_bounds
+from difpy_index.decode import Decoded
 from difpy_index.index import Index
-from difpy_index.tensor import Decoded
+from difpy_index.store.catalog import prefix_bounds
 
 segment = st.binary(min_size=1, max_size=4).filter(lambda b: b"/" not in b and b"\0" not in b)
 paths = st.lists(segment, min_size=1, max_size=4).map(lambda parts: b"/" + b"/".join(parts))

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import Cli, write_image
 
 UPDATE_KEYS = {"decoded", "reused", "removed", "invalid", "skipped", "files", "seconds"}

@@ -16,18 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import image_array, write_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 import difpy_index as difPy
-from conftest import image_array, write_image
 from difpy_index.errors import UsageError
-
-needs_engine = pytest.mark.skipif(
-    not (Path(difPy.__file__).parent / "engine.py").exists(),
-    reason="difpy_index/engine.py (the search engine) has not landed yet",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +77,6 @@ def members_of(result: dict[str, list[list[object]]]) -> set[str]:
 
 
 # -- the seed docs' examples ---------------------------------------------------------------
-@needs_engine
 def test_single_folder(tmp_path: Path) -> None:
     c = corpus(tmp_path / "Folder")
     dif = difPy.build(str(tmp_path / "Folder"))
@@ -99,7 +93,6 @@ def test_single_folder(tmp_path: Path) -> None:
     assert similar.stats["process"]["search"]["matches_found"]["similar"] == 1
 
 
-@needs_engine
 def test_several_folders_as_arguments_and_as_a_list(tmp_path: Path) -> None:
     c1 = corpus(tmp_path / "Folder1", base=0)
     c2 = corpus(tmp_path / "Folder2", base=0)  # same seeds: duplicates across folders
@@ -115,7 +108,6 @@ def test_several_folders_as_arguments_and_as_a_list(tmp_path: Path) -> None:
     assert by_args.stats["directory"] == sorted([f1, f2])
 
 
-@needs_engine
 def test_in_folder_searches_each_folder_alone(tmp_path: Path) -> None:
     c1 = corpus(tmp_path / "Folder1", base=0)
     c2 = corpus(tmp_path / "Folder2", base=0)
@@ -126,7 +118,6 @@ def test_in_folder_searches_each_folder_alone(tmp_path: Path) -> None:
     assert groups_of(search.result[real(f2)]) == {frozenset(c2["a"]), frozenset(c2["b"])}
 
 
-@needs_engine
 def test_move_to(tmp_path: Path) -> None:
     c = corpus(tmp_path / "Folder")
     search = difPy.search(difPy.build(str(tmp_path / "Folder"), show_progress=False),
@@ -145,7 +136,6 @@ def test_move_to(tmp_path: Path) -> None:
     assert sum(1 for p in c["a"] | c["b"] if os.path.exists(p)) == 2
 
 
-@needs_engine
 def test_delete_silent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = corpus(tmp_path / "Folder")
     dif = difPy.build(str(tmp_path / "Folder"), show_progress=False)
@@ -221,7 +211,6 @@ def test_recursive_false_sees_only_the_top_folder(tmp_path: Path) -> None:
     assert flat.stats["process"]["build"]["decoded"] == 0  # the catalog already has them
 
 
-@needs_engine
 def test_recursive_false_search_ignores_catalogued_subfolders(tmp_path: Path) -> None:
     c = corpus(tmp_path / "Folder")
     corpus(tmp_path / "Folder" / "sub", base=0)  # same pictures one level down
@@ -342,7 +331,6 @@ def test_unknown_kwargs_are_ignored_like_difpy(tmp_path: Path) -> None:
 
 
 # -- lazy / same_dim, stats ownership, progress --------------------------------------------
-@needs_engine
 def test_lazy_is_same_dim(tmp_path: Path) -> None:
     f = tmp_path / "f"
     f.mkdir()
@@ -360,7 +348,6 @@ def test_lazy_is_same_dim(tmp_path: Path) -> None:
     assert next(iter(loose.result)) == real(f / "a_big.png")  # more pixels: the key
 
 
-@needs_engine
 def test_search_stats_are_copies(tmp_path: Path) -> None:
     corpus(tmp_path / "Folder")
     dif = difPy.build(str(tmp_path / "Folder"), show_progress=False)
@@ -376,7 +363,6 @@ def test_search_stats_are_copies(tmp_path: Path) -> None:
     assert s1.stats["process"]["build"] == dif.stats["process"]["build"]
 
 
-@needs_engine
 def test_show_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus(tmp_path / "Folder")
     dif = difPy.build(str(tmp_path / "Folder"))
@@ -388,7 +374,6 @@ def test_show_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 # -- against real difPy 4.2.1 --------------------------------------------------------------
-@needs_engine
 @pytest.mark.parametrize("similarity", ["duplicates", "similar"])
 def test_same_groups_as_difpy(tmp_path: Path, similarity: str) -> None:
     real_difpy = pytest.importorskip("difPy")
@@ -414,7 +399,6 @@ def test_same_groups_as_difpy(tmp_path: Path, similarity: str) -> None:
 
 # -- no ``if __name__ == "__main__"`` needed ------------------------------------------------
 @pytest.mark.slow
-@needs_engine
 def test_script_without_main_guard(tmp_path: Path) -> None:
     folder = tmp_path / "pics"
     for i in range(12):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -25,21 +24,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import imagefactory as factory
 import pytest
+from conftest import catalog_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import imagefactory as factory
-from conftest import catalog_rows
 
 pytestmark = pytest.mark.fault
 
 PY = sys.executable
 IMAGE_SUFFIXES = (b".png", b".jpg", b".jpeg", b".gif", b".webp", b".tif", b".tiff", b".bmp")
 SEEDS = (1, 2, 3, 4, 5, 6)
-HAVE_ENGINE = importlib.util.find_spec("difpy_index.engine") is not None
-HAVE_ACTIONS = importlib.util.find_spec("difpy_index.actions") is not None
-HAVE_WATCH = importlib.util.find_spec("difpy_index.watch") is not None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -216,7 +211,6 @@ def _dup_corpus(root: Path, groups: int, copies: int) -> None:
             (d / f"c{c}.png").write_bytes(data)
 
 
-@pytest.mark.skipif(not (HAVE_ENGINE and HAVE_ACTIONS), reason="search engine/actions not landed")
 @pytest.mark.parametrize("mode", ["move", "delete"])
 @pytest.mark.parametrize("seed", SEEDS[:2])
 def test_sigkill_action_then_recover(mode: str, seed: int, tmp_path: Path) -> None:
@@ -265,7 +259,6 @@ def test_sigkill_action_then_recover(mode: str, seed: int, tmp_path: Path) -> No
     assert_catalog_matches_disk(cat, root)
 
 
-@pytest.mark.skipif(not HAVE_WATCH, reason="watcher not landed")
 @pytest.mark.parametrize("seed", SEEDS[:3])
 def test_sigkill_watch_during_burst(seed: int, tmp_path: Path) -> None:
     """SIGKILL `watch` while a burst of files is being written; an update reconciles."""
@@ -303,7 +296,7 @@ def _rows_or_empty(cat: Path) -> dict[bytes, tuple[int, int, str]]:
 HARNESS = r"""
 import contextlib, itertools, os, signal, sys
 k, count_file = int(sys.argv[1]), sys.argv[2]
-import difpy_index.actions as actions, difpy_index.catalog as catalog, difpy_index.update as update
+import difpy_index.actions as actions, difpy_index.store.catalog as catalog, difpy_index.update as update
 update.BATCH = 16  # more commit points than the default 256 (the corpus has 240 files)
 ticks = itertools.count(1)
 def tick():
@@ -372,7 +365,6 @@ def test_kill_at_random_commit_point_of_update(seed: int, corpus_template, tmp_p
     assert hashes(root) == before
 
 
-@pytest.mark.skipif(not (HAVE_ENGINE and HAVE_ACTIONS), reason="search engine/actions not landed")
 @pytest.mark.parametrize("mode", ["move", "delete"])
 @pytest.mark.parametrize("seed", SEEDS[:3])
 def test_kill_at_random_step_of_action(mode: str, seed: int, tmp_path: Path) -> None:
@@ -431,7 +423,7 @@ def test_concurrent_processes_on_one_catalog(tmp_path: Path) -> None:
     dups_before = hashes(dups)
     watch_log = open(tmp_path / "watch.stderr", "wb")
     watcher = subprocess.Popen(cli_argv(cat, "watch", root, "--processes", "1"),
-                               stdout=subprocess.DEVNULL, stderr=watch_log) if HAVE_WATCH else None
+                               stdout=subprocess.DEVNULL, stderr=watch_log)
     duration = 10.0
     stop = time.monotonic() + duration
     failures: list[str] = []
@@ -475,21 +467,18 @@ def test_concurrent_processes_on_one_catalog(tmp_path: Path) -> None:
         threading.Thread(target=loop, args=("status", "status", "--json")),
         threading.Thread(target=mutate),
     ]
-    if HAVE_ENGINE:
-        threads.append(threading.Thread(target=loop, args=("search", "search", "--json")))
-    if HAVE_ENGINE and HAVE_ACTIONS:
-        threads.append(threading.Thread(target=action))
+    threads.append(threading.Thread(target=loop, args=("search", "search", "--json")))
+    threads.append(threading.Thread(target=action))
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=duration + 120)
-    if watcher is not None:
-        watcher.send_signal(signal.SIGTERM)
-        runs["watch-exit"] = watcher.wait(timeout=60)
-        watch_log.close()
-        werr = (tmp_path / "watch.stderr").read_text(errors="replace")
-        if runs["watch-exit"] != 0 or "Traceback" in werr or "locked" in werr:
-            failures.append(f"watch exit {runs['watch-exit']}: {werr.strip()[-400:]}")
+    watcher.send_signal(signal.SIGTERM)
+    runs["watch-exit"] = watcher.wait(timeout=60)
+    watch_log.close()
+    werr = (tmp_path / "watch.stderr").read_text(errors="replace")
+    if runs["watch-exit"] != 0 or "Traceback" in werr or "locked" in werr:
+        failures.append(f"watch exit {runs['watch-exit']}: {werr.strip()[-400:]}")
     assert not failures, failures[:3]
     if "action" in runs:  # every moved duplicate is whole in exactly one place
         moved = hashes(tmp_path / "moved") if (tmp_path / "moved").exists() else {}
@@ -616,7 +605,7 @@ def test_hostile_corpus_through_cli(processes: str, tmp_path: Path) -> None:
     # known-invalid files are not retried; a second run decodes nothing
     again = json.loads(run(cat, "update", root, "--json").stdout)
     assert again["decoded"] == 0 and again["reused"] == report["decoded"]
-    if HAVE_ENGINE and processes == "1":
+    if processes == "1":
         # search over the survivors (1x10000 next to 10000x1, odd names) and query each bad file
         found = run(cat, "search", root, "--json", "--no-same-dim")
         assert found.returncode == 0 and "Traceback" not in found.stderr, found.stderr
@@ -677,7 +666,8 @@ def test_file_vanishes_between_scan_and_decode(cli, catalog_path: Path, tmp_path
 def _deny(monkeypatch, bad_file: bytes | None, bad_dir: bytes | None) -> None:
     """EACCES on one file (at open) and one folder (at scandir). As root chmod does not stop
     reads, so the error is injected; when not root, a real chmod 000 is used instead."""
-    from difpy_index import scan, tensor
+    from difpy_index import decode as tensor
+    from difpy_index import scan
 
     if os.geteuid() != 0:
         for p in (bad_file, bad_dir):
@@ -836,7 +826,7 @@ def _fill_synthetic_rows(cat: Path, n: int, px: int = 10) -> None:
     same-dim search compares ~50 images per bucket."""
     import numpy as np
 
-    from difpy_index.tensor import recipe
+    from difpy_index.decode import recipe
 
     rec = recipe()
     rng = np.random.default_rng(0)
@@ -913,7 +903,6 @@ print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, roun
 """
 
 
-@pytest.mark.skipif(not HAVE_ENGINE, reason="search engine not landed")
 @pytest.mark.parametrize("mode", [(), ("--no-same-dim",)], ids=["same-dim", "no-same-dim"])
 def test_100k_rows_search_memory_bounded(mode: tuple[str, ...], big_catalog, tmp_path: Path) -> None:
     """search (duplicates) over 100,000 10px tensors completes, and its peak RSS stays

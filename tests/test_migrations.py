@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from difpy_index import migrate
-from difpy_index.db import make_engine
 from difpy_index.errors import NotACatalogError, SchemaTooNewError
 from difpy_index.index import Index
-from difpy_index.models import Base
+from difpy_index.store import migrate
+from difpy_index.store.db import make_engine
+from difpy_index.store.models import Base
 
 
 def digest(path: Path) -> str:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from difpy_index.engine import Group, Member, find_groups, match_against, mse_exact
+from difpy_index.match import Group, Member, find_groups, match_against, mse_exact
 
-search = importlib.import_module("difpy_index.engine")
+search = importlib.import_module("difpy_index.match")
 
 # --------------------------------------------------------------------------- reference
 

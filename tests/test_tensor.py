@@ -1,4 +1,4 @@
-"""difpy_index.tensor: bit-identity with difPy 4.2.1, bad input, and a decode fuzzer.
+"""difpy_index.decode: bit-identity with difPy 4.2.1, bad input, and a decode fuzzer.
 
 SEMANTICS.md section 2 / difpy-4.2.1.md section 4.
 """
@@ -9,15 +9,15 @@ import os
 import threading
 import time
 
+import imagefactory as factory
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import imagefactory as factory
-from difpy_index import tensor
-from difpy_index.tensor import DEFAULT_MAX_PIXELS, Decoded, decode_file, init_worker
+from difpy_index import decode as tensor
+from difpy_index.decode import DEFAULT_MAX_PIXELS, Decoded, decode_file, init_worker
 
 PX_SIZES = (50, 10, 64)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import catalog_rows, disk_files, write_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import catalog_rows, disk_files, write_image
 from difpy_index.index import Index
 from difpy_index.update import UpdateReport
 

@@ -50,7 +50,7 @@ def test_installed_wheel_creates_catalog(wheel: Path, tmp_path: Path) -> None:
     outside.mkdir()
     catalog = outside / "cat.sqlite"
     code = (
-        "import sys, difpy_index, difpy_index.migrate as m\n"
+        "import sys, difpy_index, difpy_index.store.migrate as m\n"
         f"assert difpy_index.__file__.startswith({str(target)!r}), difpy_index.__file__\n"
         f"assert str(m.migrations_dir()).startswith({str(target)!r}), m.migrations_dir()\n"
         "from difpy_index import Index\n"
@@ -73,7 +73,7 @@ def test_installed_wheel_creates_catalog(wheel: Path, tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-I", "-S", "-c", boot], cwd=outside,
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, res.stderr
-    from difpy_index.migrate import HEAD
+    from difpy_index.store.migrate import HEAD
 
     assert res.stdout.strip() == HEAD
     assert catalog.is_file()

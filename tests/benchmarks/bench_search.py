@@ -1,4 +1,4 @@
-"""Engine benchmark: difpy_index.engine.find_groups side by side with difPy 4.2.1's search.
+"""Engine benchmark: difpy_index.match.find_groups side by side with difPy 4.2.1's search.
 
 Not collected by pytest (``bench_*.py``). Run::
 
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from difpy_index.engine import find_groups
+from difpy_index.match import find_groups
 
 
 def _difpy_build(corpus: str):

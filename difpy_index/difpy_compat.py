@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .decode import DEFAULT_PX_SIZE, MAX_PX_SIZE, MIN_PX_SIZE
 from .errors import UsageError
-from .tensor import DEFAULT_PX_SIZE, MAX_PX_SIZE, MIN_PX_SIZE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -374,3 +374,13 @@ class Search:
 
     def __repr__(self) -> str:
         return f"<difpy_index search: {len(self.result)} groups, {len(self.lower_quality)} lower quality>"
+
+
+def build(*directory: Any, **kwargs: Any) -> Build:
+    """``difPy.build(...)``: an incremental update of the default catalog (or ``catalog=``)."""
+    return Build(*directory, **kwargs)
+
+
+def search(difpy_obj: Any, **kwargs: Any) -> Search:
+    """``difPy.search(build, ...)``: difPy's search over the build's folders."""
+    return Search(difpy_obj, **kwargs)

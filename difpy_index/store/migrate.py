@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import CatalogError, NotACatalogError, SchemaTooNewError
 from .db import APPLICATION_ID, SQLITE_MAGIC, connect_raw
-from .errors import CatalogError, NotACatalogError, SchemaTooNewError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -30,7 +30,7 @@ def migrations_dir() -> Path:
     packaged = importlib.resources.files("difpy_index") / "migrations"
     if packaged.is_dir() and (packaged / "env.py").is_file():
         return Path(str(packaged))
-    source = Path(__file__).resolve().parent.parent / "migrations"
+    source = Path(__file__).resolve().parents[2] / "migrations"
     if (source / "env.py").is_file():
         return source
     raise CatalogError("migrations not found: broken difpy-index install")

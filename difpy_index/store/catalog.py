@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:
-    import numpy as np
     import sqlite3
     from collections.abc import Callable
 
+    import numpy as np
     from sqlalchemy.engine import Engine
 
-    from .tensor import Decoded
+    from ..decode import Decoded
 
 CHUNK = 500  # SQLite variable limit friendly
 
