@@ -40,11 +40,17 @@ class File(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     inode: Mapped[int | None] = mapped_column(BigInteger)
+    # ctime cannot be set back by ``touch -r``: part of the change test (NULL: not seen yet)
+    ctime_ns: Mapped[int | None] = mapped_column(BigInteger)
     # 'ok' (decoded) or 'invalid' (error holds the one-line reason)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
+    # EXIF orientation tag 1-8 (NULL: none); the tensor ignores it, as difPy does
+    orientation: Mapped[int | None] = mapped_column(Integer)
+    # Pillow's format name of the decoded file (JPEG, PNG, HEIF, ...)
+    format: Mapped[str | None] = mapped_column(String(16))
     updated_ns: Mapped[int] = mapped_column(BigInteger)
 
 
