@@ -483,7 +483,7 @@ def _index_of(result: SearchResult) -> Any:
 
 def _rows(result: SearchResult, steps: Sequence[Step]) -> dict[bytes, KnownFile]:
     paths = {os.fsencode(s.member) for s in steps} | {os.fsencode(k) for s in steps for k in s.keys}
-    return _index_of(result).catalog.files_by_path(sorted(paths))
+    return _index_of(result).file_rows(sorted(paths))
 
 
 
@@ -498,7 +498,7 @@ def _check_or_skip(
     if not dry_run and checked == "file no longer exists":
         # e.g. an earlier run killed between its unlink/rename and its catalog write:
         # the catalog follows the disk instead of keeping a dead row
-        index.catalog.forget_paths([os.fsencode(step.member)])
+        index.forget([os.fsencode(step.member)])
     return None
 
 
@@ -521,8 +521,8 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
     steps, skips = plan(result)
     report.skipped.extend(skips)
     rows = _rows(result, steps)
-    roots = [r.path for r in index.catalog.roots()]
-    root_by_id = {r.id: r.path for r in index.catalog.roots()}
+    root_by_id = index.roots_by_id()
+    roots = sorted(root_by_id.values())
     root_of = {p: root_by_id[k.root_id] for p, k in rows.items() if k.root_id in root_by_id}
     steps = move_targets(steps, dest, roots, root_of)
     for s in steps:
@@ -558,7 +558,7 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
         except OSError as exc:
             report.skipped.append(Skip(s.member, f"could not move: {exc.strerror or exc}"))
             continue
-        index.catalog.forget_paths([src])
+        index.forget([src])
         report.moved.append((s.member, os.fsdecode(arrived)))
     return report
 
@@ -615,7 +615,7 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
         except OSError as exc:
             report.skipped.append(Skip(s.member, f"could not delete: {exc.strerror or exc}"))
             continue
-        index.catalog.forget_paths([os.fsencode(s.member)])
+        index.forget([os.fsencode(s.member)])
         report.deleted.append(s.member)
     return report
 

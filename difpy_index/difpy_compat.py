@@ -174,7 +174,7 @@ class Build:
                 progress=progress,
             )
             self._real_dirs: list[bytes] = [os.fsencode(r) for r in report.roots]
-            invalid = idx.catalog.invalid_in(self._real_dirs)
+            invalid = idx.invalid_files(self._real_dirs)
             if not self.recursive:
                 invalid = {p: r for p, r in invalid.items()
                            if os.path.dirname(p) in set(self._real_dirs)}
@@ -212,7 +212,7 @@ class Build:
             from .index import Index
 
             with Index.open(self.catalog_path) as idx:
-                data = idx.catalog.search_input(self.px_size, idx.recipe, self._real_dirs)
+                data = idx.search_input(self.px_size, self._real_dirs)
             tops = set(self._real_dirs)
             tensors: dict[int, np.ndarray] = {}
             names: dict[int, str] = {}

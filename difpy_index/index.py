@@ -20,7 +20,7 @@ from .results import GroupInfo, MemberInfo, QueryMatch, SearchResult
 if TYPE_CHECKING:
     import numpy as np
 
-    from .store.catalog import Catalog, SearchInput
+    from .store.catalog import Catalog, KnownFile, SearchInput
     from .update import UpdateReport
     from .watch import Watcher
 
@@ -99,10 +99,6 @@ class Index:
         self.close()
 
     @property
-    def catalog(self) -> Catalog:
-        return self._catalog
-
-    @property
     def recipe(self) -> str:
         if self._recipe is None:
             from .decode import recipe
@@ -133,10 +129,10 @@ class Index:
         sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
         sizes = tuple(sorted({check_px_size(px) for px in sizes}))
         if dirs is None:
-            roots = [r.path for r in self._catalog.roots()]
+            roots = self.root_paths()
         else:
             roots = check_dirs(_as_list(dirs))
-            known = {r.path for r in self._catalog.roots()}
+            known = set(self.root_paths())
             for r in roots:
                 if not os.path.isdir(r) and r not in known:
                     raise UsageError(f"folder does not exist: {_display(r)}")
@@ -195,7 +191,7 @@ class Index:
         return {
             "catalog": str(self.path),
             "schema": counts["schema"],
-            "roots": [_display(r.path) for r in self._catalog.roots()],
+            "roots": self.roots(),
             "files": counts["files"],
             "invalid": counts["invalid"],
             "px_sizes": counts["px_sizes"],
@@ -203,14 +199,14 @@ class Index:
         }
 
     def roots(self) -> list[str]:
-        return [_display(r.path) for r in self._catalog.roots()]
+        return [_display(r) for r in self.root_paths()]
 
     def _resolve_search_dirs(self, dirs: PathLike | Iterable[PathLike] | None) -> list[bytes] | None:
         if dirs is None:
             return None
         from .scan import real_dir
 
-        roots = [r.path for r in self._catalog.roots()]
+        roots = self.root_paths()
         out: list[bytes] = []
         for d in _as_list(dirs):
             real = real_dir(d)
@@ -222,6 +218,35 @@ class Index:
             if real not in out:
                 out.append(real)
         return out
+
+    # -- rows, for the work modules and shells (the store itself stays private) ---------
+    def root_paths(self) -> list[bytes]:
+        """The indexed roots as real paths (bytes), in path order."""
+        return [r.path for r in self._catalog.roots()]
+
+    def roots_by_id(self) -> dict[int, bytes]:
+        return {r.id: r.path for r in self._catalog.roots()}
+
+    def file_rows(self, paths: Sequence[bytes]) -> dict[bytes, KnownFile]:
+        """The catalog rows of these real paths (absent: not indexed)."""
+        return self._catalog.files_by_path(paths)
+
+    def forget(self, paths: Sequence[bytes]) -> int:
+        """Drop the rows of these paths (files an action moved or deleted)."""
+        return self._catalog.forget_paths(paths)
+
+    def paths_below(self, folder: bytes) -> list[bytes]:
+        """Every indexed path (valid or not) strictly below ``folder``."""
+        return [k.path for k in self._catalog.files_in([folder])]
+
+    def invalid_files(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
+        """Undecodable files (optionally below ``folders``) and why."""
+        return self._catalog.invalid_in(folders)
+
+    def search_input(self, px_size: int = DEFAULT_PX_SIZE,
+                     folders: Sequence[bytes] | None = None) -> SearchInput:
+        """Every valid file (optionally below ``folders``) with its cached tensor."""
+        return self._catalog.search_input(check_px_size(px_size), self.recipe, folders)
 
     # -- search -------------------------------------------------------------------------
     def search(
@@ -257,11 +282,11 @@ class Index:
         data = self._catalog.search_input(px_size, self.recipe, folders)
         self._check_px_cached(data, px_size, folders)
         if not recursive:
-            tops = folders if folders is not None else [r.path for r in self._catalog.roots()]
+            tops = folders if folders is not None else self.root_paths()
             data = _top_level(data, tops)
         scopes: list[tuple[bytes | None, np.ndarray | None]]
         if in_folder:
-            scope_dirs = folders if folders is not None else [r.path for r in self._catalog.roots()]
+            scope_dirs = folders if folders is not None else self.root_paths()
             scopes = [(d, _below(data.paths, d)) for d in scope_dirs]
         else:
             scopes = [(None, None)]
@@ -326,7 +351,7 @@ class Index:
         return SearchResult(
             result=result, lower_quality=lower, stats=stats, groups=groups,
             threshold=threshold, rotate=rotate, same_dim=same_dim, px_size=px_size,
-            folders=[_display(f) for f in (folders if folders is not None else [r.path for r in self._catalog.roots()])],
+            folders=[_display(f) for f in (folders if folders is not None else self.root_paths())],
             _index=self,
         )
 

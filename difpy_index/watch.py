@@ -488,7 +488,7 @@ class Watcher:
             for d in batch.dirs:
                 if d in self.roots or owning_root(d, self.roots) not in usable:
                     continue  # a root itself going or coming is the health check's business
-                files.update(k.path for k in self.index.catalog.files_in([d]))
+                files.update(self.index.paths_below(d))
                 if os.path.isdir(d):
                     files.update(f.path for f in scan([d], options).files)
         except Exception as exc:

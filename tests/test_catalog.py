@@ -32,7 +32,7 @@ def test_prefix_bounds_select_exactly_the_paths_below(folder: bytes, others: lis
 def test_prefix_bounds_in_sql(catalog_path: Path) -> None:
     """The same range through SQLite's BLOB ordering (memcmp)."""
     with Index.open(catalog_path) as idx:
-        cat = idx.catalog
+        cat = idx._catalog
         (rid,) = cat.ensure_roots([b"/r"]).values()
         names = [b"/r/a/x.png", b"/r/a", b"/r/a0/y.png", b"/r/a.png", b"/r/a/\xff.png", b"/r/ab/z.png"]
         cat.record([Decoded(n, 1, 1, 1, 4, 4, {50: bytes(7500)}) for n in names],
@@ -43,7 +43,7 @@ def test_prefix_bounds_in_sql(catalog_path: Path) -> None:
 
 def test_record_and_rerecord(catalog_path: Path) -> None:
     with Index.open(catalog_path) as idx:
-        cat = idx.catalog
+        cat = idx._catalog
         (rid,) = cat.ensure_roots([b"/r"]).values()
         t50, t20 = bytes(range(250)) * 30, bytes(1200)
         cat.record([Decoded(b"/r/a.png", 10, 100, 5, 8, 6, {50: t50, 20: t20})], {b"/r/a.png": rid},
@@ -64,7 +64,7 @@ def test_record_and_rerecord(catalog_path: Path) -> None:
 
 def test_move_row_keeps_tensors_and_replaces_clash(catalog_path: Path) -> None:
     with Index.open(catalog_path) as idx:
-        cat = idx.catalog
+        cat = idx._catalog
         (rid,) = cat.ensure_roots([b"/r"]).values()
         a, b = bytes([1]) * 7500, bytes([2]) * 7500
         cat.record([Decoded(b"/r/a.png", 1, 1, 1, 4, 4, {50: a}), Decoded(b"/r/b.png", 1, 1, 2, 4, 4, {50: b})],
@@ -98,13 +98,13 @@ def test_search_input_matrix(catalog_path: Path, tmp_path: Path) -> None:
     (root / "bad.png").write_bytes(b"x")
     with Index.open(catalog_path) as idx:
         idx.update([root], processes=1)
-        data = idx.catalog.search_input(50, idx.recipe)
+        data = idx._catalog.search_input(50, idx.recipe)
         assert data.tensors.shape == (3, 50, 50, 3)
         assert list(data.widths) == [10, 11, 12] and list(data.heights) == [7, 7, 7]
         assert data.paths == sorted(data.paths)
         for i, p in enumerate(data.paths):
             assert np.array_equal(data.tensors[i], idx.tensor(p))
-        assert len(idx.catalog.search_input(50, idx.recipe, [os.fsencode(tmp_path / "nothing")]).paths) == 0
+        assert len(idx._catalog.search_input(50, idx.recipe, [os.fsencode(tmp_path / "nothing")]).paths) == 0
 
 
 def test_reader_not_blocked_by_writer(catalog_path: Path, tmp_path: Path) -> None:

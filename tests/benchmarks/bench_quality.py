@@ -135,7 +135,7 @@ def measure(n: int, seed: int, workdir: Path) -> dict:
     pairs, group_of = truth(gt, root)
     with Index.open(workdir / f"cat_{n}_{seed}.sqlite") as idx:
         idx.update([root])
-        data = idx.catalog.search_input(50, idx.recipe)
+        data = idx.search_input(50)
         paths = [os.fsdecode(p) for p in data.paths]
         pos = {p: i for i, p in enumerate(paths)}
         groups = np.array([group_of.get(p, -1 - i) for i, p in enumerate(paths)])
