@@ -107,7 +107,7 @@ def image_to_arrays(img: object, px_sizes: tuple[int, ...]) -> tuple[int, int, d
     width, height = img.size
     out: dict[int, bytes] = {}
     for px in px_sizes:
-        small = img.resize((px, px), resample=Image.BICUBIC)
+        small = img.resize((px, px), resample=Image.Resampling.BICUBIC)
         arr = np.asarray(small, dtype=np.uint8)
         if arr.shape != (px, px, 3):
             raise ValueError(f"unexpected tensor shape {arr.shape}")

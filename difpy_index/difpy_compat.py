@@ -23,7 +23,6 @@ from .errors import UsageError
 if TYPE_CHECKING:
     import numpy as np
 
-    from .index import Index
     from .results import SearchResult
 
 _LAZY_RENAMED = (
@@ -63,7 +62,7 @@ def _flatten_dirs(directory: tuple[Any, ...]) -> list[str]:
         items: Iterable[Any] = arg if isinstance(arg, (list, tuple)) else (arg,)
         for d in items:
             if isinstance(d, (str, os.PathLike)):
-                out.append(os.fspath(d))  # type: ignore[arg-type]
+                out.append(os.fspath(d))
             else:
                 raise UsageError(
                     "Invalid directory parameter: directories must be of type LIST or STRING."

@@ -297,13 +297,13 @@ class Index:
                 data.tensors, data.widths, data.heights, data.sizes, data.paths,
                 threshold, rotate=rotate, same_dim=same_dim, subset=subset, processes=procs,
             )
-            for g in found:
+            for fg in found:
                 groups.append(
                     GroupInfo(
-                        key=_display(data.paths[g.key]),
+                        key=_display(data.paths[fg.key]),
                         members=tuple(
                             MemberInfo(_display(data.paths[m.index]), float(m.mse), int(m.rotation))
-                            for m in g.members
+                            for m in fg.members
                         ),
                         folder=_display(folder) if folder is not None else None,
                     )
@@ -311,7 +311,7 @@ class Index:
         t_end = time.time()
         result: dict[str, Any] = {}
         for g in groups:
-            target = result.setdefault(g.folder, {}) if in_folder else result
+            target = result.setdefault(g.folder or "", {}) if in_folder else result
             target[g.key] = [[m.path, m.mse] for m in g.members]
         lower = sorted({m.path for g in groups for m in g.members})
         invalid = self._catalog.invalid_in(folders)

@@ -38,8 +38,8 @@ matmuls and numpy reductions, which use the machine's cores (and release the GIL
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -142,7 +142,7 @@ def _segments(px: int, m: int) -> np.ndarray:
 def _indicator(bounds: np.ndarray, dtype: type) -> np.ndarray:
     """(px, m) 0/1 matrix: pixel -> segment, so block sums are two small matmuls."""
     px, m = int(bounds[-1]), len(bounds) - 1
-    e = np.zeros((px, m), dtype=dtype)
+    e: np.ndarray = np.zeros((px, m), dtype=dtype)
     e[np.arange(px), np.searchsorted(bounds, np.arange(px), side="right") - 1] = 1
     return e
 
@@ -263,7 +263,7 @@ def _verify(
             continue
         if x is None:
             x = tensors[cands].reshape(c, d).astype(acc)
-        kr = np.rot90(key, -k).reshape(d).astype(acc)
+        kr: np.ndarray = np.rot90(key, -k).reshape(d).astype(acc)
         diff = x[sel] - kr
         ss = np.einsum("ij,ij->i", diff, diff)
         m = ss / d
@@ -314,7 +314,7 @@ def _channel_sums(tensors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """(n, 3) exact per-channel sums (a rotation-invariant prefilter for threshold 0)."""
     px = tensors.shape[1]
     ft = _exact_float(px)
-    ind = np.tile(np.eye(3, dtype=ft), (px * px, 1))  # (d, 3)
+    ind: np.ndarray = np.tile(np.eye(3, dtype=ft), (px * px, 1))  # (d, 3)
     out = np.empty((len(rows), 3), dtype=np.float64)
     for c0 in range(0, len(rows), _CHUNK):
         t = tensors[rows[c0 : c0 + _CHUNK]]
@@ -352,7 +352,7 @@ def _groups_exact(
     ends = np.r_[starts[1:], len(order)]
     multi = (ends - starts) > 1
     groups = []
-    for s, e in zip(starts[multi], ends[multi]):
+    for s, e in zip(starts[multi], ends[multi], strict=False):
         cls = order[s:e]
         key = cls[0]
         kt = tensors[rows[key]]
@@ -445,7 +445,7 @@ def _claim_from_pairs(
     ends = np.r_[starts[1:], len(a)]
     claimed = np.zeros(len(rows), dtype=bool)
     groups = []
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=False):
         key = a[s]
         if claimed[key]:
             continue
@@ -458,7 +458,7 @@ def _claim_from_pairs(
         if hit.any():
             claimed[cands[hit]] = True
             groups.append(
-                (int(key), [(int(m), float(v), int(k)) for m, v, k in zip(cands[hit], mse[hit], ks[hit])])
+                (int(key), [(int(m), float(v), int(k)) for m, v, k in zip(cands[hit], mse[hit], ks[hit], strict=False)])
             )
     return groups
 
@@ -488,7 +488,7 @@ def _claim_walk(
             if hit.any():
                 hit_rows = cands[hit]
                 groups.append(
-                    (int(key), [(int(m), float(v), int(k)) for m, v, k in zip(hit_rows, mse[hit], ks[hit])])
+                    (int(key), [(int(m), float(v), int(k)) for m, v, k in zip(hit_rows, mse[hit], ks[hit], strict=False)])
                 )
         alive = alive[1:]
         if len(hit_rows):
@@ -588,7 +588,7 @@ def match_against(
         cands = np.flatnonzero(ok)
         res: list[Member] = []
         if len(cands):
-            fa = np.broadcast_to(qf.block[q], (len(cands),) + qf.block.shape[1:])
+            fa = np.broadcast_to(qf.block[q], (len(cands), *qf.block.shape[1:]))
             lbs = np.stack(
                 [np.einsum("cijk,cijk->c", d_ := fa - np.rot90(cf.block[cands], k, axes=(1, 2)), d_)
                  for k in range(4 if rotate else 1)], axis=1)

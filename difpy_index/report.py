@@ -97,16 +97,16 @@ def make_thumb(path: bytes, px: int = THUMB_PX) -> Thumb:
             if img.format == "JPEG":
                 img.draft("RGB", (px, px))  # decode at 1/2..1/8 scale: much faster
             alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-            img = img.convert("RGBA" if alpha else "RGB")
-            img.thumbnail((px, px), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            small = img.convert("RGBA" if alpha else "RGB")
+            small.thumbnail((px, px), Image.Resampling.LANCZOS, reducing_gap=2.0)
             buf = io.BytesIO()
             if alpha:
-                img.save(buf, "PNG", optimize=False)
+                small.save(buf, "PNG", optimize=False)
                 mime = "image/png"
             else:
-                img.save(buf, "JPEG", quality=75)
+                small.save(buf, "JPEG", quality=75)
                 mime = "image/jpeg"
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a placeholder
+    except Exception as exc:
         from .decode import one_line
 
         return Thumb(path, size=st.st_size, mtime=st.st_mtime, error=one_line(exc))
@@ -243,7 +243,7 @@ def _tensors(result: SearchResult, paths: Sequence[str]) -> dict[str, np.ndarray
     for p in paths:
         try:
             t = idx.tensor(p, result.px_size)
-        except Exception:  # noqa: BLE001 - a missing tensor only costs the heat map
+        except Exception:
             t = None
         if t is not None:
             out[p] = t

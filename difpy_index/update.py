@@ -58,8 +58,8 @@ class UpdateReport:
 def access_error(reason: str | None) -> bool:
     """A failure to read the file (permissions, I/O), not a fault of its bytes: fixing it
     (chmod, remount) changes neither size nor mtime, so such files are tried again."""
-    return bool(reason) and (
-        reason.startswith("PermissionError") or "Input/output error" in reason  # type: ignore[union-attr]
+    return reason is not None and (
+        reason.startswith("PermissionError") or "Input/output error" in reason
     )
 
 

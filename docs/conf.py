@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 project = "difpy-index"
 author = "difpy-index contributors"
-copyright = "difpy-index contributors"  # noqa: A001 (Sphinx's name)
+copyright = "difpy-index contributors"
 
 extensions = ["myst_parser", "sphinx.ext.autodoc"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}

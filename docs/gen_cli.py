@@ -78,7 +78,7 @@ def render() -> str:
 
     root = typer.main.get_command(app)
     ctx = typer.Context(root, info_name="difpy-index")
-    lines = HEADER.splitlines() + [""]
+    lines = [*HEADER.splitlines(), ""]
     lines += _section("difpy-index", root, None, "##")
     for name, cmd in root.commands.items():
         lines += _section(name, cmd, ctx, "##")

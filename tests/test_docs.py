@@ -62,7 +62,7 @@ def test_cli_reference_names_no_removed_option() -> None:
     known = {o for opts in surface.values() for o in opts} | {"--help"}
     headings = set(re.findall(r"^## `([^`]+)`", text, flags=re.M))
     stale_commands = headings - set(surface)
-    table_opts = {o for o in re.findall(r"^\| `(-{1,2}[\w-]+)`", text, flags=re.M)}
+    table_opts = set(re.findall(r"^\| `(-{1,2}[\w-]+)`", text, flags=re.M))
     assert not stale_commands and table_opts <= known, REGEN
 
 

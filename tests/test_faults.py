@@ -245,7 +245,7 @@ def test_sigkill_action_then_recover(mode: str, seed: int, tmp_path: Path) -> No
     print(f"FAULT action mode={mode} seed={seed} delay={delay:.2f}s/{full:.2f}s "
           f"acted_at_kill={len(before) - len(after_src)}/{groups * copies} finished_before_kill={finished}")
     for rel, digest in before.items():
-        g, name = rel.split("/")
+        _g, name = rel.split("/")
         if name == "c0.png":  # the key
             assert after_src.get(rel) == digest, f"key {rel} damaged"
             continue
@@ -330,7 +330,7 @@ main()
 def run_killed_at(k: int, count_file: Path, catalog: Path, *args: object) -> subprocess.CompletedProcess[str]:
     """Run the CLI and SIGKILL it at its k-th kill point (a catalog write whose work is done
     but not committed, or just after a file was moved or deleted); k=0 never kills."""
-    argv = [PY, "-c", HARNESS, str(k), str(count_file)] + cli_argv(catalog, *args)[3:]
+    argv = [PY, "-c", HARNESS, str(k), str(count_file), *cli_argv(catalog, *args)[3:]]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     out, errb = proc.communicate(timeout=120)
     with contextlib.suppress(ProcessLookupError):
@@ -910,7 +910,7 @@ def test_100k_rows_search_memory_bounded(mode: tuple[str, ...], big_catalog, tmp
     cat, _, _ = big_catalog
     argv = cli_argv(cat, "search", "--px-size", "10", "--json", "--processes", "1", *mode)
     p = subprocess.run([PY, "-c", PEAK_RSS, *argv], capture_output=True, text=True, timeout=300)
-    code, rss_kb, secs, out_len = p.stdout.split()
+    code, rss_kb, secs, _out_len = p.stdout.split()
     assert int(code) == 0, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     print(f"FAULT search {' '.join(mode) or '--same-dim'} over {N_ROWS} 10px tensors: "

@@ -19,7 +19,7 @@ from PIL import Image
 from difpy_index import Index, NotIndexedError, UsageError
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
-from bench_quality import result_pairs as pairs  # noqa: E402  (pairs inside each group)
+from bench_quality import result_pairs as pairs
 
 
 def real(p: Path) -> str:

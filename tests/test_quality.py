@@ -20,7 +20,7 @@ from difpy_index import Index
 from difpy_index.params import NEAR_THRESHOLD
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
-import bench_quality  # noqa: E402
+import bench_quality
 
 MAKE_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "make_corpus.py"
 

@@ -135,7 +135,7 @@ def parse(html_text: str) -> Page:
 
 # ----------------------------------------------------------------------------- the page
 def test_page_has_every_group_thumbnail_and_no_external_url(corpus: Any, tmp_path: Path) -> None:
-    root, idx, found = corpus
+    _root, idx, found = corpus
     out = tmp_path / "out" / "review.html"
     info = found.report(out)
     page = parse(out.read_text(encoding="utf-8"))
@@ -165,7 +165,7 @@ def test_page_has_every_group_thumbnail_and_no_external_url(corpus: Any, tmp_pat
 
 
 def test_unreadable_file_gets_placeholder_and_pages_split(corpus: Any, tmp_path: Path) -> None:
-    root, idx, found = corpus
+    _root, _idx, found = corpus
     victim = found.groups[0].members[0].path
     Path(victim).write_bytes(b"\xff\xd8 not a picture any more")
     out = tmp_path / "review.html"
@@ -179,7 +179,7 @@ def test_unreadable_file_gets_placeholder_and_pages_split(corpus: Any, tmp_path:
 
 
 def test_heat_map_follows_the_members_rotation(corpus: Any) -> None:
-    root, idx, found = corpus
+    _root, idx, found = corpus
     import io
 
     from PIL import Image
@@ -224,7 +224,7 @@ def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[st
                     reason="headless Chromium not installed (/usr/bin/chromium; .ci/run installs "
                            "Debian's 'chromium' package, or run: apt-get install -y chromium)")
 def test_chromium_screenshot_and_unticking_changes_the_plan(corpus: Any, tmp_path: Path) -> None:
-    root, idx, found = corpus
+    _root, _idx, found = corpus
     out = tmp_path / "review.html"
     found.report(out)
     page = parse(out.read_text(encoding="utf-8"))
@@ -308,7 +308,7 @@ def test_apply_dry_run_changes_nothing_then_moves_exactly_the_plan(corpus: Any, 
 
 
 def test_apply_delete_verifies_each_pair(corpus: Any, tmp_path: Path, cli: Cli) -> None:
-    root, idx, found = corpus
+    _root, idx, found = corpus
     g0, g1 = found.groups[0], found.groups[1]
     plan = {
         "version": 1, "catalog": str(idx.path), "threshold": found.threshold, "rotate": True,
@@ -352,7 +352,7 @@ def test_apply_delete_verifies_each_pair(corpus: Any, tmp_path: Path, cli: Cli) 
     ],
 )
 def test_apply_rejects_bad_plans(corpus: Any, tmp_path: Path, cli: Cli, change: dict[str, Any], message: str) -> None:
-    root, idx, found = corpus
+    root, idx, _found = corpus
     plan = {"version": 1, "catalog": str(idx.path), "threshold": 0, "rotate": True, "px_size": 50,
             "actions": [], **change}
     p = tmp_path / "plan.json"
@@ -376,7 +376,7 @@ def test_apply_needs_exactly_one_action_and_a_json_file(tmp_path: Path, cli: Cli
 
 
 def test_search_report_option_writes_the_page(corpus: Any, tmp_path: Path, cli: Cli) -> None:
-    root, idx, found = corpus
+    root, _idx, _found = corpus
     out = tmp_path / "cli-review.html"
     res = cli("search", root, "-s", "50", "--report", out, "--json")
     assert res.exit_code == 0, res.stderr

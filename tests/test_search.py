@@ -29,7 +29,7 @@ def ref_mse(a: np.ndarray, b: np.ndarray, rotate: bool) -> tuple[float, int]:
 
 def ref_groups(tensors, widths, heights, sizes, paths, threshold, rotate, same_dim, subset=None):
     """SEMANTICS.md 4: all pairs, then greedy claiming in quality order."""
-    rows = range(len(paths)) if subset is None else sorted(set(int(i) for i in subset))
+    rows = range(len(paths)) if subset is None else sorted({int(i) for i in subset})
     order = sorted(rows, key=lambda i: (-int(widths[i]) * int(heights[i]), -int(sizes[i]), paths[i]))
     grouped: set[int] = set()
     out = []
@@ -157,7 +157,7 @@ def test_dense_walk_matches_reference(cat, rotate, same_dim, threshold):
 @given(cat=catalogs(), rotate=st.booleans(), same_dim=st.booleans(),
        threshold=st.sampled_from(THRESHOLDS))
 def test_match_against_reference(cat, rotate, same_dim, threshold):
-    t, w, h, s, p = cat
+    t, w, h, _s, _p = cat
     q = t[: max(1, len(t) // 2)]
     got = match_against(q, w[: len(q)], h[: len(q)], t, w, h, threshold, rotate, same_dim)
     assert len(got) == len(q)
@@ -281,7 +281,7 @@ def test_bounds_never_exceed_true_mse():
     f = search._features(t, np.arange(30))
     ia, ib = np.triu_indices(30, 1)
     lbs = search._rot_lbs(f, ia, ib, True)
-    for (i, j), lb in zip(zip(ia, ib), lbs):
+    for (i, j), lb in zip(zip(ia, ib, strict=False), lbs, strict=False):
         for k in range(4):
             m = ref_mse(t[i], np.rot90(t[j], k), False)[0]
             assert lb[k] <= m + 1e-9

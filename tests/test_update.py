@@ -6,6 +6,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -342,7 +343,7 @@ def test_catalog_matches_disk_after_any_sequence(tmp_path_factory: pytest.TempPa
 
 # --------------------------------------------------------------------- crashes and kills
 def _run_cli(catalog: Path, *args: object, env: dict[str, str] | None = None,
-             timeout: float = 120) -> "subprocess.CompletedProcess[str]":
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     import subprocess
     import sys
 

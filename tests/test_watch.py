@@ -23,7 +23,7 @@ from difpy_index.watch import Debouncer, PathFilter, Pending, WatchEvent, note_e
 
 pytestmark = pytest.mark.watch
 
-FAST = dict(debounce=0.2, stable=0.2, interval=0.1, max_delay=2.0, processes=1)
+FAST = {"debounce": 0.2, "stable": 0.2, "interval": 0.1, "max_delay": 2.0, "processes": 1}
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
@@ -298,7 +298,7 @@ def test_concurrent_update_and_reads_from_other_processes(tmp_path: Path, root: 
                 procs.append(_cli(cat, "search", "--json"))
         outs = [(p.args, *p.communicate(timeout=60), p.returncode) for p in procs]
         wait_until(lambda: len(rows(cat)) == 160, timeout=20)
-    for args, out, err, rc in outs:
+    for args, _out, err, rc in outs:
         assert "locked" not in err, (args, err)
         assert rc == 0, (args, err)
 

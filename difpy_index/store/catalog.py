@@ -161,7 +161,7 @@ class Catalog:
 
         from .models import File
 
-        conds = []
+        conds: list[Any] = []
         for folder in folders:
             lo, hi = prefix_bounds(folder)
             conds.append((File.path >= lo) & (File.path < hi))
