@@ -297,9 +297,9 @@ class _Planned:
 def _size(rng: np.random.Generator, max_side: int) -> tuple[int, int]:
     """Long side log-uniform in [max_side / 8, max_side] (at least 160 px), varied aspect."""
     lo = max(160, max_side // 8)
-    long = int(round(lo * (max_side / lo) ** rng.random())) if max_side > lo else max_side
+    long = round(lo * (max_side / lo) ** rng.random()) if max_side > lo else max_side
     aspect = float(rng.choice(ASPECTS))
-    w, h = long, max(16, int(round(long / aspect)))
+    w, h = long, max(16, round(long / aspect))
     return (h, w) if rng.random() < 0.3 else (w, h)
 
 
