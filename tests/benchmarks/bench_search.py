@@ -113,7 +113,7 @@ def main() -> None:
     if a._peak:
         _peak_100k(int(a._peak[0]), float(a._peak[1]))
         return
-    print("$ " + " ".join([os.path.basename(sys.executable)] + sys.argv), flush=True)
+    print("$ " + " ".join([os.path.basename(sys.executable), *sys.argv]), flush=True)
     corpus = a.corpus
     if corpus is None:
         corpus = os.path.join(tempfile.mkdtemp(prefix="bench_search_"), "corpus")
@@ -148,8 +148,8 @@ def main() -> None:
     print("growth (engine only; 4n synthesised by perturbing the real tensors):")
     big = _synthesise(T, W, H, S, 4)
     for thr, sd in ((0, True), (5, True), (5, False)):
-        e1, _ = _time(lambda: find_groups(T, W, H, S, P, thr, same_dim=sd), a.repeat)
-        e4, _ = _time(lambda: find_groups(*big, thr, same_dim=sd), a.repeat)
+        e1, _ = _time(lambda thr=thr, sd=sd: find_groups(T, W, H, S, P, thr, same_dim=sd), a.repeat)
+        e4, _ = _time(lambda thr=thr, sd=sd: find_groups(*big, thr, same_dim=sd), a.repeat)
         expo = math.log(e4 / e1) / math.log(len(big[4]) / len(P))
         print(f"  threshold {thr:<3} same_dim {sd!s:<5}  n={len(P)}: {e1:.3f} s  "
               f"n={len(big[4])}: {e4:.3f} s  exponent {expo:.2f}", flush=True)

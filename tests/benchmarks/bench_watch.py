@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_image  # noqa: E402
+from conftest import write_image
 
 
 def has_row(cat: Path, path: str) -> bool:
