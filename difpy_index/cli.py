@@ -323,7 +323,7 @@ def search(
         )
         if actions is not None:
             typer.echo(actions.summary())
-        typer.echo(f"saved in '{written}'")
+        typer.echo(f"saved in '{written[0].parent}'")
 
 
 def raise_usage(message: str) -> None:

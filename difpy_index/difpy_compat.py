@@ -121,6 +121,50 @@ class _DifpyProgress:
             sys.stdout.flush()
 
 
+def check_search_args(
+    similarity: object,
+    rotate: object = True,
+    same_dim: object = None,
+    show_progress: object = True,
+    processes: object = None,
+    chunksize: object = None,
+    lazy: object = None,
+) -> float:
+    """``search``'s parameter checks in difPy's order and wording; returns the threshold.
+
+    Separate from ``Search`` so the command line can refuse a bad value before building.
+    """
+    from .params import parse_similarity
+
+    if isinstance(similarity, str) and similarity.strip().lower() in ("low", "normal", "high"):
+        raise UsageError(
+            'Since difPy v3.0.8, "similarity" parameter only accepts "duplicates" and '
+            '"similar" as input options.'
+        )
+    try:
+        threshold = parse_similarity(similarity)
+    except UsageError:
+        raise UsageError(
+            'Invalid value for "similarity" parameter: must be "duplicates", "similar", '
+            '"near" or of type INT or FLOAT (>= 0).'
+        ) from None
+    _check_bool("rotate", rotate)
+    if same_dim is not None:
+        _check_bool("same_dim", same_dim)
+    if lazy is not None:
+        _check_bool("lazy", lazy)
+        if same_dim is not None and same_dim != lazy:
+            raise UsageError(_LAZY_RENAMED)
+    _check_bool("show_progress", show_progress)
+    _check_processes(processes)
+    if chunksize is not None:
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+            raise UsageError('Invalid value for "chunksize" parameter: must be of type INT or None.')
+        if chunksize < 1:
+            raise UsageError('Invalid value for "chunksize" parameter: must be >= 1.')
+    return threshold
+
+
 class Build:
     """difPy's ``build``: index the folders in the catalog and expose difPy's attributes.
 
@@ -279,7 +323,6 @@ class Search:
         **kwargs: Any,
     ) -> None:
         from .index import Index
-        from .params import parse_similarity
 
         if not isinstance(difpy_obj, Build):
             raise UsageError(
@@ -287,38 +330,17 @@ class Search:
                 "difpy_index.build(...)."
             )
         self._build = difpy_obj
-        if isinstance(similarity, str) and similarity.strip().lower() in ("low", "normal", "high"):
-            raise UsageError(
-                'Since difPy v3.0.8, "similarity" parameter only accepts "duplicates" and '
-                '"similar" as input options.'
-            )
-        try:
-            self.similarity_mse = parse_similarity(similarity)
-        except UsageError:
-            raise UsageError(
-                'Invalid value for "similarity" parameter: must be "duplicates", "similar", '
-                '"near" or of type INT or FLOAT (>= 0).'
-            ) from None
-        self.similarity = similarity
-        self.rotate = _check_bool("rotate", rotate)
         lazy = kwargs.pop("lazy", None)
-        if same_dim is not None:
-            _check_bool("same_dim", same_dim)
-        if lazy is not None:
-            _check_bool("lazy", lazy)
-            if same_dim is not None and same_dim != lazy:
-                raise UsageError(_LAZY_RENAMED)
+        self.similarity_mse = check_search_args(
+            similarity, rotate=rotate, same_dim=same_dim, show_progress=show_progress,
+            processes=processes, chunksize=chunksize, lazy=lazy,
+        )
+        self.similarity = similarity
+        self.rotate = rotate
         if same_dim is None:
             same_dim = lazy if lazy is not None else difpy_obj.lazy
-        self.show_progress = _check_bool("show_progress", show_progress)
+        self.show_progress = show_progress
         self.processes = _check_processes(processes)
-        if chunksize is not None:
-            if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-                raise UsageError(
-                    'Invalid value for "chunksize" parameter: must be of type INT or None.'
-                )
-            if chunksize < 1:
-                raise UsageError('Invalid value for "chunksize" parameter: must be >= 1.')
         self.chunksize = chunksize
 
         progress = _DifpyProgress("difPy searching files", self.show_progress)
@@ -367,6 +389,9 @@ class Search:
             print("Deleted 0 file(s)")
             return None
         report = self._found.delete(silent_del=silent_del)
+        if report.canceled:
+            print("Deletion canceled.")
+            return report
         info = report.to_dict()
         print(f"Deleted {len(info.get('deleted', []))} file(s)")
         return report

@@ -97,19 +97,52 @@ class QueryMatch:
             "details": [{"path": m.path, "mse": m.mse, "rotation": m.rotation} for m in self.matches],
         }
 
-def write_difpy_files(payload: dict[str, Any], out_dir: Path) -> Path:
-    """difPy's three files ``difPy_<timestamp>_{results,lower_quality,stats}.json`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d%H%M%S")
+def write_difpy_files(
+    payload: dict[str, Any], out_dir: str | os.PathLike[str], stamp: str | None = None
+) -> list[Path]:
+    """Write difPy's three files ``difPy_<stamp>_{results,lower_quality,stats}.json`` in
+    ``out_dir`` (created if missing) and return their absolute paths in that order.
+
+    Never overwrites: each file is created exclusively (``O_EXCL``), and when any of the
+    three names is taken (two runs in the same second, or a file already there) the whole
+    set moves to the next stem ``difPy_<stamp>-2``, ``-3``..., so one run's files share
+    one stem. ``stamp`` defaults to the local time (difPy's ``%Y%m%d%H%M%S``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
+    stamp = stamp or time.strftime("%Y%m%d%H%M%S")
     parts = {
         "results": payload["result"],
         "lower_quality": payload["lower_quality"],
         "stats": {**payload["stats"], **({"actions": payload["actions"]} if "actions" in payload else {})},
     }
-    for name, obj in parts.items():
-        target = out_dir / f"difPy_{stamp}_{name}.json"
-        tmp = target.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
-            json.dump(obj, fh, ensure_ascii=True, indent=1)
-        os.replace(tmp, target)
-    return out_dir.resolve()
+    # serialised first: a payload that cannot be written leaves no file behind
+    texts = {name: json.dumps(obj, ensure_ascii=True, indent=1) for name, obj in parts.items()}
+    n = 1
+    while True:
+        stem = f"difPy_{stamp}" if n == 1 else f"difPy_{stamp}-{n}"
+        paths = [out / f"{stem}_{name}.json" for name in texts]
+        created: list[Path] = []
+        try:
+            for path, text in zip(paths, texts.values(), strict=True):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                created.append(path)
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(text)
+        except FileExistsError:
+            _unlink_all(created)  # only the files this attempt created
+            n += 1
+            continue
+        except BaseException:
+            _unlink_all(created)
+            raise
+        return paths
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
