@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         where = f": {exc.filename}" if exc.filename else ""
         _err(f"error: {exc.strerror or exc}{where}")
         code = 1
-    except Exception as exc:  # noqa: BLE001  (the one boundary: a message, not a traceback)
+    except Exception as exc:  # the one boundary: a message, not a traceback
         from .cli import _catalog_failure
 
         db = _catalog_failure(exc, None)
