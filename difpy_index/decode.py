@@ -194,7 +194,7 @@ def exif_orientation(img: Any) -> int | None:
     unreadable (broken metadata never makes a file invalid)."""
     try:
         value = img.getexif().get(0x0112)
-    except Exception:  # noqa: BLE001 - metadata is optional
+    except Exception:  # metadata is optional
         return None
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
@@ -239,7 +239,8 @@ def open_raw(fh: IO[bytes], *, fast: bool = False, min_side: int = DEFAULT_PX_SI
     import rawpy
     from PIL import Image
 
-    with rawpy.imread(fh) as raw:
+    source: Any = fh  # rawpy reads any binary file object
+    with rawpy.imread(source) as raw:
         sizes = raw.sizes
         width, height = int(sizes.width), int(sizes.height)
         limit = _worker_max_pixels
@@ -255,12 +256,13 @@ def open_raw(fh: IO[bytes], *, fast: bool = False, min_side: int = DEFAULT_PX_SI
         except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
             thumb = None
         if thumb is not None:
+            data: Any = thumb.data  # bytes for a JPEG, an RGB array for a bitmap
             if thumb.format == rawpy.ThumbFormat.JPEG:
-                image = Image.open(io.BytesIO(thumb.data))
+                image = Image.open(io.BytesIO(data))
                 if fast:
                     draft_to(image, min_side * FAST_DRAFT_FACTOR)
             else:
-                image = Image.fromarray(thumb.data)
+                image = Image.fromarray(data)
             pw, ph = image.size
             full_frame = abs(pw * height - ph * width) <= 0.02 * width * ph
             if not full_frame or min(pw, ph) < min_side:
