@@ -324,9 +324,11 @@ def _channel_sums(tensors: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def _groups_exact(
     tensors: np.ndarray, rows: np.ndarray, rank: np.ndarray, bucket: np.ndarray | None,
-    rotate: bool,
+    rotate: bool, prot: np.ndarray,
 ) -> list[tuple[int, list[tuple[int, float, int]]]]:
-    """Groups for threshold 0 in local indices: classes of equality under rotation."""
+    """Groups for threshold 0 in local indices: classes of equality under rotation.
+
+    The best-ranked row of a class is its key; protected rows are never claimed."""
     # Equal under rotation implies equal channel sums: hash only rows sharing them.
     sums = _channel_sums(tensors, rows)
     pre = [sums[:, 0], sums[:, 1], sums[:, 2]] + ([] if bucket is None else [bucket])
@@ -358,6 +360,8 @@ def _groups_exact(
         kt = tensors[rows[key]]
         members, ok = [], True
         for b in cls[1:]:
+            if prot[b]:
+                continue
             hit = np.flatnonzero(np.all(h[b] == h[key, 0], axis=1))
             k = int(hit[0]) if len(hit) else 0
             if not len(hit) or not np.array_equal(np.rot90(tensors[rows[b]], k), kt):
@@ -365,13 +369,17 @@ def _groups_exact(
                 break
             members.append((int(b), 0.0, k))
         if ok:
-            groups.append((int(key), members))
+            if members:
+                groups.append((int(key), members))
             continue
         # Hash collision (never seen in practice): split the class exactly.
         left = list(cls)
         while len(left) > 1:
             key, rest, left, members = left[0], left[1:], [], []
+            rest = [b for b in rest if not prot[b]]
             for b in rest:
+                if prot[b]:
+                    continue
                 m, deg = mse_exact(tensors[rows[key]], tensors[rows[b]], rotate)
                 (members.append((int(b), 0.0, deg // 90)) if m == 0 else left.append(b))
             if members:
@@ -431,7 +439,7 @@ def _sweep_pairs(
 
 def _claim_from_pairs(
     tensors: np.ndarray, rows: np.ndarray, rank: np.ndarray, pairs: tuple,
-    threshold: float, rotate: bool,
+    threshold: float, rotate: bool, prot: np.ndarray,
 ) -> list[tuple[int, list[tuple[int, float, int]]]]:
     """Greedy claiming in rank order over candidate pairs, verifying lazily and exactly."""
     ia, ib, lbs = pairs
@@ -449,7 +457,7 @@ def _claim_from_pairs(
         key = a[s]
         if claimed[key]:
             continue
-        free = ~claimed[b[s:e]]
+        free = ~(claimed[b[s:e]] | prot[b[s:e]])
         cands, cl = b[s:e][free], lbs[s:e][free]
         if len(cands) == 0:
             continue
@@ -465,7 +473,7 @@ def _claim_from_pairs(
 
 def _claim_walk(
     tensors: np.ndarray, rows: np.ndarray, rank: np.ndarray, feat: _Features,
-    bucket: np.ndarray | None, threshold: float, rotate: bool,
+    bucket: np.ndarray | None, threshold: float, rotate: bool, prot: np.ndarray,
 ) -> list[tuple[int, list[tuple[int, float, int]]]]:
     """Dense fallback: each key in rank order against every still-unclaimed later row."""
     lim = threshold + _margin(threshold)
@@ -474,6 +482,7 @@ def _claim_walk(
     groups = []
     while len(alive) > 1:
         key, rest = alive[0], alive[1:]
+        rest = rest[~prot[rest]]
         if bucket is not None:
             rest = rest[bucket[rest] == bucket[key]]
         lb = norms[rest] + norms[key] - 2.0 * (feat.orbit[rest] @ feat.orbit[key])
@@ -510,12 +519,17 @@ def find_groups(
     same_dim: bool = True,
     subset: np.ndarray | None = None,
     processes: int | None = None,
+    order: np.ndarray | None = None,
+    protected: np.ndarray | None = None,
 ) -> list[Group]:
     """Groups in key quality-rank order; groups of one omitted (SEMANTICS.md section 4).
 
     ``subset`` restricts the search to those row indices (``in_folder``); indices in the
-    result always refer to rows of the full input. ``processes`` is ignored (see module
-    docstring). ``tensors`` is only read, so a read-only memory map is fine.
+    result always refer to rows of the full input. ``order`` is the quality order of all
+    rows, best first (``keep.quality_order``; default: difPy's, :func:`quality_order`).
+    ``protected`` (bool per row) marks files that may be keys but are never claimed (a
+    reference folder's). ``processes`` is ignored (see module docstring). ``tensors`` is
+    only read, so a read-only memory map is fine.
     """
     threshold = float(threshold)
     if not math.isfinite(threshold) or threshold < 0:
@@ -526,19 +540,25 @@ def find_groups(
         return []
     widths, heights = np.asarray(widths)[rows], np.asarray(heights)[rows]
     local_paths = [paths[i] for i in rows]
-    perm = quality_order(widths, heights, np.asarray(sizes)[rows], local_paths)
     rank = np.empty(len(rows), dtype=np.int64)
-    rank[perm] = np.arange(len(rows))
+    if order is None:
+        rank[quality_order(widths, heights, np.asarray(sizes)[rows], local_paths)] = np.arange(len(rows))
+    else:
+        full = np.empty(n_all, dtype=np.int64)
+        full[np.asarray(order, dtype=np.intp)] = np.arange(n_all)
+        rank[:] = full[rows]
+    prot = (np.zeros(len(rows), dtype=bool) if protected is None
+            else np.asarray(protected, dtype=bool)[rows])
     bucket = _dim_buckets((widths, heights))[0] if same_dim else None
     if threshold == 0:
-        raw = _groups_exact(tensors, rows, rank, bucket, rotate)
+        raw = _groups_exact(tensors, rows, rank, bucket, rotate, prot)
     else:
         feat = _features(tensors, rows)
         pairs = _sweep_pairs(feat, bucket, threshold, rotate, _PAIR_BUDGET)
         if pairs is None:
-            raw = _claim_walk(tensors, rows, rank, feat, bucket, threshold, rotate)
+            raw = _claim_walk(tensors, rows, rank, feat, bucket, threshold, rotate, prot)
         else:
-            raw = _claim_from_pairs(tensors, rows, rank, pairs, threshold, rotate)
+            raw = _claim_from_pairs(tensors, rows, rank, pairs, threshold, rotate, prot)
     out = []
     for key, members in raw:
         members.sort(key=lambda m: (m[1], local_paths[m[0]]))
