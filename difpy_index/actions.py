@@ -123,11 +123,16 @@ class Step:
 def plan(result: SearchResult) -> tuple[list[Step], list[Skip]]:
     """Members to act on and the keys they duplicate; keys of any group are never planned."""
     keys = {g.key for g in result.groups}
+    refs = tuple(r.rstrip("/") + "/" for r in result.reference)
     order: list[str] = []
     by_member: dict[str, list[str]] = {}
     skips: list[Skip] = []
     for g in result.groups:
         for m in g.members:
+            if refs and m.path.startswith(refs):
+                if all(s.path != m.path for s in skips):
+                    skips.append(Skip(m.path, "is in a reference folder; reference files are never touched"))
+                continue
             if m.path in keys:
                 if m.path != g.key and all(s.path != m.path for s in skips):
                     skips.append(Skip(m.path, "is the key of another group; keys are never touched"))

@@ -278,6 +278,14 @@ def search(
     in_folder: Annotated[bool, typer.Option("--in-folder", help="Search each folder on its own.")] = False,
     px_size: PxSize = 50,
     processes: Processes = None,
+    keep: Annotated[list[str] | None, typer.Option(
+        "--keep", metavar="RULE,...",
+        help="Which file of a group to keep: criteria in order, e.g. 'pixels,oldest' or "
+             "'path:roll*/,pixels'; 'difpy' = difPy's rule (default: "
+             "pixels,format,oldest,shallow,path; see docs/semantics.md).")] = None,
+    reference: Annotated[list[Path] | None, typer.Option(
+        "--reference", metavar="DIR",
+        help="A reference folder (repeatable): searched too, its files kept first and never moved or deleted.")] = None,
     output_dir: Annotated[Path | None, typer.Option("-Z", "--output-dir", help="Where the difPy_*.json files go (default: here).")] = None,
     json_out: JsonOut = False,
     move_to: Annotated[Path | None, typer.Option("--move-to", help="Move lower-quality files into this folder.")] = None,
@@ -294,6 +302,7 @@ def search(
         found = idx.search(
             [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
             same_dim=same_dim, in_folder=in_folder, px_size=px_size, processes=processes,
+            keep=keep, reference=[str(r) for r in reference] if reference else None,
         )
         payload: dict[str, Any] = found.to_dict()
         actions = None

@@ -351,6 +351,7 @@ class Search:
                 difpy_obj._real_dirs, similarity=similarity, rotate=self.rotate,
                 same_dim=same_dim, in_folder=difpy_obj.in_folder, px_size=difpy_obj.px_size,
                 processes=self.processes, recursive=difpy_obj.recursive,
+                keep="difpy",  # the drop-in ranks keys exactly as difPy does
             )
         finally:
             index.close()  # the engine reconnects on demand (move_to / delete use it)

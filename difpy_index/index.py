@@ -15,7 +15,7 @@ from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE
 from .errors import NotIndexedError, UsageError
 from .params import check_processes, check_px_size, is_near, parse_similarity
 from .progress import NullProgress, Progress
-from .results import GroupInfo, MemberInfo, QueryMatch, SearchResult
+from .results import FileFacts, GroupInfo, MemberInfo, QueryMatch, SearchResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -261,12 +261,19 @@ class Index:
         px_size: int = DEFAULT_PX_SIZE,
         processes: int | None = None,
         recursive: bool = True,
+        keep: str | Sequence[str] | None = None,
+        reference: PathLike | Iterable[PathLike] | None = None,
     ) -> SearchResult:
         """difPy's search over the cached tensors (SEMANTICS.md sections 3-5).
 
+        ``keep`` is the keep rule deciding each group's key (``keep.parse_keep``; None: the
+        default, ``keep.DEFAULT_KEEP``; ``"difpy"``: difPy's own). Files under a
+        ``reference`` folder (inside an indexed root) are searched too, rank before all
+        others, and are never members of a group, so nothing ever moves or deletes them.
         ``recursive=False`` searches only the files directly inside the folders (difPy's
         ``build(recursive=False)``), even if the catalog also holds their subfolders.
         """
+        from . import keep as keeprules
         from . import match
 
         t0 = time.time()
@@ -278,12 +285,23 @@ class Index:
                 raise UsageError(f"invalid {name} {val!r}: must be True or False")
         px_size = check_px_size(px_size)
         procs = check_processes(processes)
+        criteria = keeprules.parse_keep(keep)
         folders = self._resolve_search_dirs(dirs)
-        data = self._catalog.search_input(px_size, self.recipe, folders)
-        self._check_px_cached(data, px_size, folders)
+        refs = self._resolve_search_dirs(reference) if reference is not None else []
+        refs = refs or []
+        if refs and in_folder:
+            raise UsageError("reference folders cannot be combined with in_folder")
+        scope = None if folders is None else folders + [r for r in refs if r not in folders]
+        data = self._catalog.search_input(px_size, self.recipe, scope)
+        self._check_px_cached(data, px_size, scope)
         if not recursive:
-            tops = folders if folders is not None else self.root_paths()
+            tops = scope if scope is not None else self.root_paths()
             data = _top_level(data, tops)
+        is_ref = _under_any(data.paths, refs) if refs else None
+        order = keeprules.quality_order(criteria, keeprules.KeepColumns(
+            data.paths, data.widths, data.heights, data.sizes, data.mtimes, data.formats,
+            reference=is_ref,
+        ))
         scopes: list[tuple[bytes | None, np.ndarray | None]]
         if in_folder:
             scope_dirs = folders if folders is not None else self.root_paths()
@@ -292,12 +310,15 @@ class Index:
             scopes = [(None, None)]
         t_search = time.time()
         groups: list[GroupInfo] = []
+        found_rows: list[list[int]] = []
         for folder, subset in scopes:
             found = match.find_groups(
                 data.tensors, data.widths, data.heights, data.sizes, data.paths,
                 threshold, rotate=rotate, same_dim=same_dim, subset=subset, processes=procs,
+                order=order, protected=is_ref,
             )
             for fg in found:
+                found_rows.append([fg.key, *(m.index for m in fg.members)])
                 groups.append(
                     GroupInfo(
                         key=_display(data.paths[fg.key]),
@@ -314,13 +335,19 @@ class Index:
             target = result.setdefault(g.folder or "", {}) if in_folder else result
             target[g.key] = [[m.path, m.mse] for m in g.members]
         lower = sorted({m.path for g in groups for m in g.members})
-        invalid = self._catalog.invalid_in(folders)
+        facts = {}
+        for i in {fg_i for g in found_rows for fg_i in g}:
+            facts[_display(data.paths[i])] = FileFacts(
+                int(data.widths[i]), int(data.heights[i]), int(data.sizes[i]),
+                int(data.mtimes[i]) if data.mtimes is not None else 0,
+            )
+        invalid = self._catalog.invalid_in(scope)
         if not recursive:
             tops_set = set(tops)
             invalid = {p: r for p, r in invalid.items() if os.path.dirname(p) in tops_set}
         n_files = len(data.paths)
         stats = {
-            "directory": [_display(f) for f in folders] if folders is not None else self.roots(),
+            "directory": [_display(f) for f in scope] if scope is not None else self.roots(),
             "process": {
                 "build": {
                     "duration": {"start": _iso(t0), "end": _iso(t_search),
@@ -338,6 +365,8 @@ class Index:
                     "parameters": {
                         "similarity_mse": threshold, "rotate": rotate, "same_dim": same_dim,
                         "in_folder": in_folder, "processes": procs,
+                        "keep": keeprules.describe(criteria),
+                        "reference": [_display(r) for r in refs],
                     },
                     "files_searched": n_files,
                     "matches_found": {
@@ -351,7 +380,8 @@ class Index:
         return SearchResult(
             result=result, lower_quality=lower, stats=stats, groups=groups,
             threshold=threshold, rotate=rotate, same_dim=same_dim, px_size=px_size,
-            folders=[_display(f) for f in (folders if folders is not None else self.root_paths())],
+            folders=[_display(f) for f in (scope if scope is not None else self.root_paths())],
+            keep=keeprules.describe(criteria), reference=[_display(r) for r in refs], facts=facts,
             _index=self,
         )
 
@@ -434,14 +464,16 @@ def _top_level(data: SearchInput, folders: list[bytes]) -> SearchInput:
     """Only the rows directly inside ``folders`` (a non-recursive search)."""
     import numpy as np
 
-    from .store.catalog import SearchInput
-
     tops = set(folders)
     keep = np.array(
         [i for i, p in enumerate(data.paths) if os.path.dirname(p) in tops], dtype=np.int64
     )
-    return SearchInput(
-        ids=data.ids[keep], paths=[data.paths[i] for i in keep], root_ids=data.root_ids[keep],
-        sizes=data.sizes[keep], widths=data.widths[keep], heights=data.heights[keep],
-        tensors=data.tensors[keep],
-    )
+    return data.take(keep)
+
+
+def _under_any(paths: list[bytes], folders: Sequence[bytes]) -> np.ndarray:
+    """Bool per path: it lies below one of ``folders``."""
+    import numpy as np
+
+    bases = tuple(f.rstrip(b"/") + b"/" for f in folders)
+    return np.fromiter((p.startswith(bases) for p in paths), dtype=bool, count=len(paths))

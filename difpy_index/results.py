@@ -22,6 +22,16 @@ class MemberInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What a person needs to judge a file of a group (and what the keep rules read)."""
+
+    width: int
+    height: int
+    size: int  # bytes
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class GroupInfo:
     key: str
     members: tuple[MemberInfo, ...]
@@ -41,6 +51,9 @@ class SearchResult:
     same_dim: bool
     px_size: int
     folders: list[str] = field(default_factory=list)  # the searched folders (real paths)
+    keep: str = "pixels,larger,path"  # the keep rule that chose the keys (keep.describe)
+    reference: list[str] = field(default_factory=list)  # reference folders: never touched
+    facts: dict[str, FileFacts] = field(default_factory=dict)  # every key and member
     _index: Index | None = field(default=None, repr=False)
 
     def details(self) -> list[dict[str, Any]]:

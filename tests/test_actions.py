@@ -512,8 +512,8 @@ def indexed(cli, photos):
 def test_search_result_actions_with_the_real_engine(indexed, catalog_path, tmp_path):
     p = indexed
     with Index.open(catalog_path) as index:
-        found = index.search([p["root"]])
-        # byte copies: the key is the path first in order, the others are members
+        found = index.search([p["root"]], keep="difpy")
+        # byte copies: with difPy's rule the key is the path first in order
         assert {g.key for g in found.groups} == {real(p["ax"]), real(p["cy"])}
         write_image(p["bx"], seed=31)  # edited after the search
         rep = found.move_to(tmp_path / "dups")
@@ -563,7 +563,7 @@ def test_cli_dry_run_json_shape_and_nothing_changes(cli, indexed, catalog_path, 
 def test_cli_delete_yes_and_move_end_to_end(cli, indexed, catalog_path, tmp_path):
     p = indexed
     write_image(p["other"], seed=8)  # a member edited after update: survives, with a reason
-    res = cli("search", p["root"], "--move-to", tmp_path / "dups", "--json")
+    res = cli("search", p["root"], "--keep", "difpy", "--move-to", tmp_path / "dups", "--json")
     assert res.exit_code == 0, res.stderr
     acts = json.loads(res.stdout)["actions"]
     assert [s["path"] for s in acts["skipped"]] == [real(p["other"])]

@@ -216,6 +216,8 @@ def test_result_does_not_depend_on_discovery_order(tmp_path: Path) -> None:
             for batch in order:
                 for name in batch:
                     imf.synthetic(pics[name], 48, 48).save(root / f"{name}.png")
+                    # same mtime in both runs: the default keep rule prefers older files
+                    os.utime(root / f"{name}.png", ns=(1_600_000_000 * 10**9,) * 2)
                 idx.update([root], processes=1)
             found = idx.search()
         results.append({

@@ -54,6 +54,18 @@ class SearchInput:
     widths: np.ndarray
     heights: np.ndarray
     tensors: np.ndarray  # (n, px, px, 3) uint8
+    mtimes: np.ndarray | None = None  # mtime_ns (the keep rules read it)
+    formats: list[str | None] | None = None  # Pillow format name, None where not recorded
+
+    def take(self, rows: np.ndarray) -> SearchInput:
+        """The same columns restricted to ``rows`` (in that order)."""
+        return SearchInput(
+            ids=self.ids[rows], paths=[self.paths[i] for i in rows], root_ids=self.root_ids[rows],
+            sizes=self.sizes[rows], widths=self.widths[rows], heights=self.heights[rows],
+            tensors=self.tensors[rows],
+            mtimes=None if self.mtimes is None else self.mtimes[rows],
+            formats=None if self.formats is None else [self.formats[i] for i in rows],
+        )
 
 
 def prefix_bounds(folder: bytes) -> tuple[bytes, bytes]:
@@ -345,7 +357,7 @@ class Catalog:
 
         where, params = _below_sql(folders)
         rows = self._raw_query(
-            "SELECT f.id, f.path, f.root_id, f.size, f.width, f.height, t.data "
+            "SELECT f.id, f.path, f.root_id, f.size, f.width, f.height, t.data, f.mtime_ns, f.format "
             "FROM files f JOIN tensors t ON t.file_id = f.id "
             f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where} ORDER BY f.path",
             [px_size, recipe, *params],
@@ -353,7 +365,7 @@ class Catalog:
         n = len(rows)
         blob = b"".join(r[6] for r in rows)
         tensors = np.frombuffer(blob, dtype=np.uint8).reshape(n, px_size, px_size, 3)
-        cols = np.array([(r[0], r[2], r[3], r[4], r[5]) for r in rows], dtype=np.int64).reshape(n, 5)
+        cols = np.array([(r[0], r[2], r[3], r[4], r[5], r[7]) for r in rows], dtype=np.int64).reshape(n, 6)
         return SearchInput(
             ids=cols[:, 0].copy(),
             paths=[bytes(r[1]) for r in rows],
@@ -362,6 +374,8 @@ class Catalog:
             widths=cols[:, 3].copy(),
             heights=cols[:, 4].copy(),
             tensors=tensors,
+            mtimes=cols[:, 5].copy(),
+            formats=[r[8] for r in rows],
         )
 
     def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
