@@ -13,7 +13,7 @@ Criteria (names as on the command line, ``--keep pixels,format,oldest``):
 ``smaller``         smaller file first
 ``oldest``          older modification time first
 ``newest``          newer modification time first
-``format``          camera formats (JPEG, HEIF) before conversions (PNG, WebP, ...)
+``format``          camera formats (JPEG, HEIF, RAW) before conversions (PNG, WebP, ...)
 ``shallow``         fewer folders deep first
 ``deep``            more folders deep first
 ``path:PATTERN``    files matching PATTERN first
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .decode import RAW_EXTENSIONS
 from .errors import UsageError
 
 __all__ = [
@@ -55,9 +56,12 @@ DEFAULT_KEEP = "pixels,format,oldest,shallow,path"
 #: difPy's own rule (the difPy drop-in always uses it).
 DIFPY_KEEP = "pixels,larger,path"
 
-#: Pillow format names of formats cameras and phones write; everything else ranks after.
-CAMERA_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "HEIC"})
-_CAMERA_SUFFIXES = (b".jpg", b".jpeg", b".jpe", b".jfif", b".heic", b".heif")
+#: Format names (as recorded at update) of what cameras and phones write: JPEG, MPO, HEIF
+#: and camera RAW; everything else ranks after.
+CAMERA_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "HEIC", "RAW"})
+_CAMERA_SUFFIXES = tuple(
+    f".{s}".encode() for s in ["jpg", "jpeg", "jpe", "jfif", "heic", "heif", *sorted(RAW_EXTENSIONS)]
+)
 
 _SIMPLE = {
     "pixels", "fewer-pixels", "larger", "smaller", "oldest", "newest", "format",
