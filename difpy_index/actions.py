@@ -579,6 +579,19 @@ def _can_ask() -> bool:
         return False
 
 
+def _question(steps: Sequence[Step]) -> str:
+    """difPy's question, preceded by how many files and bytes are at stake."""
+    from .results import human_size
+
+    total = 0
+    for s in steps:
+        try:
+            total += os.stat(os.fsencode(s.member)).st_size
+        except OSError:
+            pass
+    return f"{len(steps)} lower-quality file(s), {human_size(total)} in all.\n{QUESTION}"
+
+
 def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False) -> ActionReport:
     """Delete every verified lower-quality file, after difPy's question unless ``silent_del``."""
     if not isinstance(silent_del, bool):
@@ -596,7 +609,7 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
                 "(pass --yes, or silent_del=True)"
             )
         try:
-            answer = input(QUESTION)
+            answer = input(_question(steps))
         except EOFError:
             raise ActionRefused("refusing to delete: no answer to the confirmation question") from None
         if answer.strip() not in ("y", "Y"):

@@ -12,12 +12,14 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from .errors import DifpyIndexError
+from .results import human_size
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -257,6 +259,12 @@ def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
         typer.echo(f"root     {r}")
 
 
+class OutFormat(StrEnum):
+    text = "text"
+    json = "json"
+    csv = "csv"
+
+
 Similarity = Annotated[
     str, typer.Option("-s", "--similarity", help="'duplicates' (0), 'similar' (5), 'near', or a number >= 0.")
 ]
@@ -286,8 +294,12 @@ def search(
     reference: Annotated[list[Path] | None, typer.Option(
         "--reference", metavar="DIR",
         help="A reference folder (repeatable): searched too, its files kept first and never moved or deleted.")] = None,
-    output_dir: Annotated[Path | None, typer.Option("-Z", "--output-dir", help="Where the difPy_*.json files go (default: here).")] = None,
-    json_out: JsonOut = False,
+    output_format: Annotated[OutFormat, typer.Option(
+        "--format", help="stdout: the groups for a person (text), one JSON object, or CSV (one row per member).")] = OutFormat.text,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    output_dir: Annotated[Path | None, typer.Option(
+        "-Z", "--output-dir", metavar="DIR",
+        help="Also write difPy's three difPy_<time>_*.json files into DIR (never overwriting).")] = None,
     move_to: Annotated[Path | None, typer.Option("--move-to", help="Move lower-quality files into this folder.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete lower-quality files (asks first).")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
@@ -298,6 +310,12 @@ def search(
     state = _state(ctx)
     if move_to is not None and delete:
         raise_usage("--move-to and --delete are mutually exclusive")
+    if json_out:
+        if output_format not in (OutFormat.text, OutFormat.json):
+            raise_usage(f"--json and --format {output_format.value} contradict each other")
+        output_format = OutFormat.json
+    if dry_run and move_to is None and not delete:
+        raise_usage("--dry-run needs --move-to DEST or --delete")
     with _open(state) as idx:
         found = idx.search(
             [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
@@ -318,21 +336,92 @@ def search(
             payload["actions"] = actions.to_dict()
             for skip in actions.skipped:
                 err(f"skipped: {skip.path}: {skip.reason}")
-    if json_out:
+    if output_dir is not None:
+        from .results import write_difpy_files
+
+        written = write_difpy_files(payload, output_dir)
+        if not state.quiet:
+            err(f"saved {', '.join(p.name for p in written)} in '{written[0].parent}'")
+    if output_format is OutFormat.json:
         _print_json(payload)
         return
-    from .results import write_difpy_files
-
-    written = write_difpy_files(payload, output_dir or Path.cwd())
-    groups = len(found.groups)
+    if output_format is OutFormat.csv:
+        _print_csv(found)
+    else:
+        _print_groups(found)
+    if actions is not None:
+        _print_actions(actions.to_dict(), to_err=output_format is OutFormat.csv)
     if not state.quiet:
+        stats = found.stats["process"]["search"]
         typer.echo(
-            f"{found.stats['process']['search']['files_searched']} images searched: {groups} groups, "
-            f"{len(found.lower_quality)} lower-quality files"
+            f"{stats['files_searched']} images searched: {_n(len(found.groups), 'group')}, "
+            f"{len(found.lower_quality)} lower-quality files (keep: {found.keep})",
+            err=output_format is OutFormat.csv,
         )
         if actions is not None:
-            typer.echo(actions.summary())
-        typer.echo(f"saved in '{written[0].parent}'")
+            typer.echo(actions.summary(), err=output_format is OutFormat.csv)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def escape(text: str) -> str:
+    """A path shown on one line: control characters and non-UTF-8 bytes escaped (as err)."""
+    return text if text.isprintable() else "".join(_escape_char(c) for c in text)
+
+
+def _print_groups(found: Any) -> None:
+    """Each group: the kept file first, then its members with MSE, rotation, size."""
+    folder = None
+    for g in found.groups:
+        if g.folder is not None and g.folder != folder:
+            folder = g.folder
+            typer.echo(f"in {escape(folder)}:")
+        typer.echo(f"keep {_facts(found, g.key)}  {'':<19}  {escape(g.key)}")
+        for m in g.members:
+            typer.echo(f"  -  {_facts(found, m.path)}  mse {m.mse:<7.3g} rot {m.rotation:>3}  {escape(m.path)}")
+        typer.echo("")
+
+
+def _facts(found: Any, path: str) -> str:
+    f = found.facts.get(path)
+    if f is None:
+        return f"{'?':>11}  {'?':>8}"
+    return f"{f'{f.width}x{f.height}':>11}  {human_size(f.size):>8}"
+
+
+CSV_COLUMNS = ("group", "folder", "key", "path", "mse", "rotation", "width", "height", "size",
+               "key_width", "key_height", "key_size")
+
+
+def _print_csv(found: Any) -> None:
+    """One row per member (its key, MSE, rotation, dimensions and size)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for n, g in enumerate(found.groups, 1):
+        kf = found.facts.get(g.key)
+        for m in g.members:
+            mf = found.facts.get(m.path)
+            w.writerow([
+                n, escape(g.folder or ""), escape(g.key), escape(m.path), m.mse, m.rotation,
+                *(("", "", "") if mf is None else (mf.width, mf.height, mf.size)),
+                *(("", "", "") if kf is None else (kf.width, kf.height, kf.size)),
+            ])
+    typer.echo(buf.getvalue(), nl=False)
+
+
+def _print_actions(acts: dict[str, Any], to_err: bool = False) -> None:
+    """Every file an action moved or deleted (or, in a dry run, would), and where to."""
+    dry = acts.get("dry_run", False)
+    for src, dst in acts.get("moved", []):
+        typer.echo(f"{'would move' if dry else 'moved'}  {escape(src)}  ->  {escape(dst)}", err=to_err)
+    for path in acts.get("deleted", []):
+        typer.echo(f"{'would delete' if dry else 'deleted'}  {escape(path)}", err=to_err)
 
 
 def raise_usage(message: str) -> None:

@@ -14,6 +14,16 @@ if TYPE_CHECKING:
     from .index import Index
 
 
+def human_size(n: int) -> str:
+    """Bytes for a person: 950 B, 2.2 kB, 4.1 MB (powers of 1000, as file managers show)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
 @dataclass(frozen=True, slots=True)
 class MemberInfo:
     path: str

@@ -382,8 +382,14 @@ def test_delete_asks_difpys_question(idx, photos, monkeypatch):
     idx.update([photos["root"]])
     asked: list[str] = []
     monkeypatch.setattr(builtins, "input", lambda q="": asked.append(q) or "n")
-    rep = two_groups(idx, photos).delete()
-    assert asked == [actions.QUESTION] and rep.canceled and rep.deleted == []
+    found = two_groups(idx, photos)
+    total = sum(os.path.getsize(p) for p in found.lower_quality)
+    rep = found.delete()
+    assert len(asked) == 1 and asked[0].endswith(actions.QUESTION)
+    from difpy_index.results import human_size
+
+    assert asked[0].startswith(f"3 lower-quality file(s), {human_size(total)} in all.\n")
+    assert rep.canceled and rep.deleted == []
     assert rep.summary() == "Deletion canceled."
     assert photos["ax"].exists()
     monkeypatch.setattr(builtins, "input", lambda q="": "Y")
