@@ -11,8 +11,9 @@ A corpus is a folder of image files whose duplicate structure is known exactly:
 * **planted edits** of some bases, made from the decoded base file as a user would:
   ``copy`` (byte copy), ``reencode`` (JPEG at another quality), ``format`` (PNG, WEBP, BMP
   or JPEG), ``resize``, ``rotate`` (90/180/270), ``noise`` (small Gaussian noise) and
-  ``brightness`` (+-4..6 %);
-* every other base is an **unrelated** image (a group of one).
+  ``brightness`` (+-4..6 %; always its base's only copy);
+* every other base is an **unrelated** image (a group of one); some of them are a second
+  shot of another base's scene (panned and zoomed), the nearest unrelated pictures.
 
 The manifest (JSON, beside the folder by default: ``OUT.manifest.json``) maps every file,
 relative to the folder, to its base id and edit name (``original`` for the bases). The
@@ -83,6 +84,14 @@ UNREACHABLE = frozenset({"brightness"})
 #: Share of bases that get edited copies, and how many copies they get.
 EDITED_SHARE = 0.3
 COPIES = (1, 1, 1, 2, 2, 3)
+#: Share of bases that are a second shot of a recent base's scene (hard negatives: unrelated
+#: by the ground truth, yet alike; one per scene, as two shots may land on the same view),
+#: how far such a shot pans and zooms (fractions of the picture), and how much larger than
+#: the picture a scene is composed.
+SHOT_SHARE = 0.12
+SHOT_MOVE = (0.15, 0.25)
+SHOT_ZOOM = (0.0, 0.15)
+SCENE_MARGIN = 1.5
 
 FOLDERS = (
     "", "camera", "camera/2019", "camera/2019/holiday", "phone/DCIM", "phone/DCIM/burst",
@@ -217,19 +226,22 @@ def _photos() -> list[tuple[str, np.ndarray]]:
 # --------------------------------------------------------------------------- bases
 def _crop_resized(src: np.ndarray, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     """A random window of ``src`` with aspect w/h (35-100 % of the largest), resized to w x h."""
-    from PIL import Image
-
     sh, sw = src.shape[:2]
     aspect = w / h
     full_w, full_h = (sh * aspect, sh) if sw / sh > aspect else (sw, sw / aspect)
     scale = rng.uniform(0.35, 1.0)
     cw, ch = full_w * scale, full_h * scale
     x0, y0 = rng.uniform(0, sw - cw), rng.uniform(0, sh - ch)
-    mode = "F"
+    return _resample(src, (x0, y0, x0 + cw, y0 + ch), w, h)
+
+
+def _resample(src: np.ndarray, box: tuple[float, float, float, float], w: int, h: int) -> np.ndarray:
+    """The float32 region ``box`` of ``src`` ((h, w) or (h, w, 3)) resized to w x h."""
+    from PIL import Image
+
     chans = [src] if src.ndim == 2 else [src[..., c] for c in range(3)]
-    out = [np.asarray(Image.fromarray(c, mode).resize((w, h), Image.Resampling.BILINEAR,
-                                                       box=(x0, y0, x0 + cw, y0 + ch)))
-           for c in chans]
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32), "F").resize(
+        (w, h), Image.Resampling.BILINEAR, box=box)) for c in chans]
     return out[0] if src.ndim == 2 else np.stack(out, axis=-1)
 
 
@@ -251,9 +263,31 @@ def _smooth_field(w: int, h: int, rng: np.random.Generator, lo: float, hi: float
         (w, h), Image.Resampling.BICUBIC)) for c in range(3)], axis=-1)
 
 
-def base_array(seed: int, base: int, w: int, h: int) -> np.ndarray:
-    """uint8 (h, w, 3): the picture of base ``base``; a pure function of its arguments."""
-    rng = np.random.default_rng([seed, base, 1])
+def base_array(seed: int, base: int, w: int, h: int, *, scene: int | None = None,
+               shot: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> np.ndarray:
+    """uint8 (h, w, 3): the picture of base ``base``; a pure function of its arguments.
+
+    With ``scene`` (a base id), the picture is one shot of that base's scene, composed on a
+    canvas :data:`SCENE_MARGIN` times as large: ``shot`` = (zoom, dx, dy) frames a window
+    ``zoom`` times the picture size, centred and moved by (dx, dy) picture sizes, as a second
+    shot of the same scene (the camera panned and zoomed) would. Such shots are unrelated by
+    the ground truth, and nearer to each other than most unrelated pictures.
+    """
+    if scene is None:
+        img = _compose(np.random.default_rng([seed, base, 1]), w, h)
+    else:
+        cw, ch = round(w * SCENE_MARGIN), round(h * SCENE_MARGIN)
+        canvas = _compose(np.random.default_rng([seed, scene, 1]), cw, ch)
+        zoom, dx, dy = shot
+        ww, wh = w * zoom, h * zoom
+        x0 = float(np.clip((cw - ww) / 2 + dx * w, 0, cw - ww))
+        y0 = float(np.clip((ch - wh) / 2 + dy * h, 0, ch - wh))
+        img = _resample(canvas, (x0, y0, x0 + ww, y0 + wh), w, h)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _compose(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """float32 (h, w, 3) in [0, 255]: one picture composed from the seed photos."""
     photos = _photos()
     pictures = [i for i, (k, _) in enumerate(photos) if k != "texture"]
     textures = [i for i, (k, _) in enumerate(photos) if k == "texture"]
@@ -283,8 +317,7 @@ def base_array(seed: int, base: int, w: int, h: int) -> np.ndarray:
     gamma = rng.uniform(0.8, 1.25)
     gain = rng.uniform(0.85, 1.15, 3)
     offset = rng.uniform(-20, 20, 3)
-    img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** gamma * gain + offset
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return np.clip(255.0 * (np.clip(img, 0, 255) / 255.0) ** gamma * gain + offset, 0, 255)
 
 
 # --------------------------------------------------------------------------- plan
@@ -303,19 +336,35 @@ def _size(rng: np.random.Generator, max_side: int) -> tuple[int, int]:
     return (h, w) if rng.random() < 0.3 else (w, h)
 
 
-def _plan_base(seed: int, base: int, room: int, max_side: int) -> list[_Planned]:
-    """The original of ``base`` and (for some bases) up to ``room - 1`` edited copies."""
+def _plan_base(seed: int, base: int, room: int, max_side: int,
+               earlier: list[list[_Planned]]) -> list[_Planned]:
+    """The original of ``base`` and (for some bases) up to ``room - 1`` edited copies; some
+    bases are another shot of a recent earlier base's scene (:func:`base_array`)."""
     rng = np.random.default_rng([seed, base, 0])
     w, h = _size(rng, max_side)
     fmt = str(rng.choice(["JPEG", "PNG", "WEBP"], p=[0.75, 0.17, 0.08]))
     stem = f"P{seed:02d}_{base:05d}"
     params: dict[str, Any] = {"quality": int(rng.integers(78, 96))} if fmt in ("JPEG", "WEBP") else {}
+    free = [g[0].entry for g in earlier[-8:] if "scene" not in g[0].entry.params]
+    if free and rng.random() < SHOT_SHARE:  # a second shot of a recent base's scene
+        like = free[int(rng.integers(0, len(free)))]
+        w, h = like.width, like.height
+        like.params.update(scene=like.base, shot=[1.0, 0.0, 0.0])  # that base: the first shot
+        angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(*SHOT_MOVE)
+        params["scene"] = like.base
+        params["shot"] = [round(1 - rng.uniform(*SHOT_ZOOM), 4),
+                          round(dist * float(np.cos(angle)), 4), round(dist * float(np.sin(angle)), 4)]
     out = [_Planned(f"{rng.choice(FOLDERS)}/{stem}{EXT[fmt]}".lstrip("/"),
                     Entry(base, "original", fmt, w, h, params))]
     if rng.random() >= EDITED_SHARE:
         return out
-    names, weights = list(EDITS), np.array(list(EDITS.values()), dtype=float)
-    for j in range(min(int(rng.choice(COPIES)), room - 1)):
+    copies = min(int(rng.choice(COPIES)), room - 1)
+    # An unreachable copy is its base's only copy: one that the search does match may become
+    # its group's key and leave out copies that match the original but not it (difPy's
+    # groups are key-centred), which would blur the per-edit figures of the others.
+    names = [e for e in EDITS if copies == 1 or e not in UNREACHABLE]
+    weights = np.array([EDITS[e] for e in names], dtype=float)
+    for j in range(copies):
         edit = str(rng.choice(names, p=weights / weights.sum()))
         dfmt, dw, dh, p = fmt, w, h, {}
         if edit == "reencode":
@@ -347,7 +396,7 @@ def plan(n: int, seed: int, max_side: int = 1600) -> list[list[_Planned]]:
     groups: list[list[_Planned]] = []
     count = 0
     while count < n:
-        g = _plan_base(seed, len(groups), n - count, max_side)
+        g = _plan_base(seed, len(groups), n - count, max_side, groups)
         groups.append(g)
         count += len(g)
     return groups
@@ -375,8 +424,10 @@ def _write_group(args: tuple[list[_Planned], str, int]) -> None:
     orig = group[0]
     e = orig.entry
     opath = root / orig.path
-    _save(Image.fromarray(base_array(seed, e.base, e.width, e.height), "RGB"), opath, e.format,
-          e.params.get("quality"))
+    shot = e.params.get("shot", (1.0, 0.0, 0.0))
+    pixels = base_array(seed, e.base, e.width, e.height, scene=e.params.get("scene"),
+                        shot=(shot[0], shot[1], shot[2]))
+    _save(Image.fromarray(pixels, "RGB"), opath, e.format, e.params.get("quality"))
     if len(group) == 1:
         return
     with Image.open(opath) as im:

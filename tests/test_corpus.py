@@ -96,9 +96,16 @@ def test_plan_has_n_distinct_files_and_consistent_edits(n: int, seed: int, max_s
     assert len(files) == n
     assert len({f.path for f in files}) == n
     assert corpus.plan(n, seed, max_side) == groups
+    scenes: dict[int, list[int]] = {}
     for base, g in enumerate(groups):
         orig = g[0].entry
         assert orig.edit == "original" and orig.base == base
+        if "scene" in orig.params:  # shots of one scene share its size; one second shot each
+            scenes.setdefault(orig.params["scene"], []).append(base)
+            first = groups[orig.params["scene"]][0].entry
+            assert (first.width, first.height) == (orig.width, orig.height)
+        if any(item.entry.edit in corpus.UNREACHABLE for item in g[1:]):
+            assert len(g) == 2
         assert max(orig.width, orig.height) <= max(max_side, 160)
         for item in g[1:]:
             e = item.entry
@@ -108,3 +115,4 @@ def test_plan_has_n_distinct_files_and_consistent_edits(n: int, seed: int, max_s
                 assert e.width == max(16, round(orig.width * e.params["factor"]))
             elif e.edit not in ("rotate",):
                 assert (e.width, e.height) == (orig.width, orig.height)
+    assert all(len(b) == 2 and b[0] == s for s, b in scenes.items())
