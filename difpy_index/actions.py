@@ -14,12 +14,9 @@ Every action runs in three steps:
    exception; the rest proceeds.
 3. **I/O**, one file at a time, each followed at once by its catalog update.
 
-Crash safety: a move is an atomic ``renameat2(RENAME_NOREPLACE)`` (Linux), else
-``link(src, target)`` then ``unlink(src)`` (neither overwrites: both fail if the target
-exists), or across filesystems a copy to an exclusive temp
-name in the target folder, ``fsync``, an exclusive install, then ``unlink(src)``. If the
-source cannot be removed, the new copy is removed again, so a file is in exactly one
-place. Its catalog row is dropped right after; a crash between the two leaves a row whose
+Crash safety: a move never overwrites and leaves the file in exactly one place
+(``fileops.move_file``: an atomic no-replace rename, else link + unlink, else an fsynced
+copy). Its catalog row is dropped right after; a crash between the two leaves a row whose
 file is gone, which the next ``update`` removes (or, if the target lies in an indexed
 root, recognises as a rename). A power loss between ``link`` and ``unlink`` can leave
 two copies, never zero.
@@ -32,15 +29,17 @@ action again is harmless because moved files then fail verification ("no longer 
 from __future__ import annotations
 
 import builtins
-import errno
 import os
 import stat
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ActionError
+from .fileops import candidates, move_file
+from .match import mse_exact
+from .paths import is_within, owning_root, rel_below
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,9 +151,8 @@ def move_targets(
     out = []
     for s in steps:
         p = os.fsencode(s.member)
-        root = root_of.get(p) or _containing_root(p, roots)
-        if root is not None and p.startswith(root.rstrip(b"/") + b"/"):
-            rel = p[len(root.rstrip(b"/")) + 1 :]
+        root = root_of.get(p) or owning_root(p, roots)
+        if root is not None and (rel := rel_below(p, root)) is not None:
             base = os.path.basename(root.rstrip(b"/")) or b"root"
             target = os.path.join(dest, base, rel)
         else:  # outside every root (reached through a symlink): keep the name only
@@ -162,32 +160,6 @@ def move_targets(
             target = os.path.join(dest, base or b"other", os.path.basename(p))
         out.append(Step(s.member, s.keys, os.fsdecode(target)))
     return out
-
-
-def _containing_root(path: bytes, roots: Sequence[bytes]) -> bytes | None:
-    best = None
-    for r in roots:
-        if path.startswith(r.rstrip(b"/") + b"/") and (best is None or len(r) > len(best)):
-            best = r
-    return best
-
-
-def _inside(path: bytes, folder: bytes) -> bool:
-    folder = folder.rstrip(b"/") or b"/"
-    return path == folder or path.startswith(folder.rstrip(b"/") + b"/")
-
-
-def candidates(target: bytes) -> Iterable[bytes]:
-    """``name.ext``, then ``name (1).ext``, ``name (2).ext``, ..."""
-    yield target
-    head, tail = os.path.split(target)
-    stem, ext = os.path.splitext(tail)
-    if not stem:  # ".hidden" style name
-        stem, ext = tail, b""
-    i = 1
-    while True:
-        yield os.path.join(head, stem + b" (%d)" % i + ext)
-        i += 1
 
 
 # -- verification ----------------------------------------------------------------------
@@ -281,7 +253,7 @@ class Verifier:
                 reasons.append(f"changed since indexed and no longer matches its key {key_path} "
                                "(dimensions differ)")
                 continue
-            mse = exact_mse(key.tensor, member.tensor, self.result.rotate)
+            mse, _deg = mse_exact(key.tensor, member.tensor, self.result.rotate)
             if mse <= self.result.threshold:
                 return member, key_path
             reasons.append(
@@ -301,182 +273,6 @@ def _still_there(path: str, seen: Seen) -> bool:
     except OSError:
         return False
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (seen.size, seen.mtime_ns, seen.ino)
-
-
-def exact_mse(a: np.ndarray, b: np.ndarray, rotate: bool) -> float:
-    """SEMANTICS.md section 3: exact integer sum of squares / count, min over 4 rotations."""
-    import numpy as np
-
-    x = a.astype(np.int64)
-    y = b.astype(np.int64)
-    best: int | None = None
-    for k in (0, 1, 2, 3) if rotate else (0,):
-        d = x - np.rot90(y, k)
-        s = int(np.einsum("ijk,ijk->", d, d))
-        best = s if best is None or s < best else best
-    assert best is not None
-    return float(np.float64(best) / np.float64(x.size))
-
-
-# -- I/O primitives ----------------------------------------------------------------------
-AT_FDCWD = -100
-RENAME_NOREPLACE = 1
-_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP)
-_renameat2: Any = "unloaded"
-
-
-def _load_renameat2() -> Any:
-    global _renameat2
-    if _renameat2 == "unloaded":
-        _renameat2 = None
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                fn = ctypes.CDLL(None, use_errno=True).renameat2
-                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-                fn.restype = ctypes.c_int
-                _renameat2 = fn
-            except (OSError, AttributeError):
-                pass
-    return _renameat2
-
-
-def rename_noreplace(src: bytes, dst: bytes) -> bool:
-    """Atomic rename that fails with ``FileExistsError`` instead of overwriting (Linux
-    ``renameat2(RENAME_NOREPLACE)``). False when the system or filesystem lacks it."""
-    fn = _load_renameat2()
-    if fn is None:
-        return False
-    if fn(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) == 0:
-        return True
-    import ctypes
-
-    code = ctypes.get_errno()
-    if code in _UNSUPPORTED:
-        return False
-    raise OSError(code, os.strerror(code), os.fsdecode(src), None, os.fsdecode(dst))
-
-
-def move_file(src: bytes, target: bytes) -> bytes:
-    """Move ``src`` to ``target`` or the first free ``target (n)``; never overwrites.
-
-    Returns the path it arrived at. On failure the source is where it was. The atomic
-    no-replace rename keeps the file in exactly one place even under SIGKILL; without it,
-    ``link`` + ``unlink`` can leave two copies, never none.
-    """
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    for cand in candidates(target):
-        try:
-            if rename_noreplace(src, cand):
-                return cand
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.EXDEV:
-                return _copy_move(src, target)
-            raise
-        try:
-            os.link(src, cand)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                return _copy_move(src, target)
-            raise
-        _unlink_or_undo(src, cand)
-        return cand
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _copy_move(src: bytes, target: bytes) -> bytes:
-    """Across filesystems: copy to an exclusive temp name, fsync, install exclusively."""
-    import shutil
-
-    folder = os.path.dirname(target)
-    tmp = None
-    for i in range(1000):
-        name = os.path.join(folder, b".difpy-move-%d-%d.tmp" % (os.getpid(), i))
-        try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except FileExistsError:
-            continue
-        tmp = name
-        break
-    if tmp is None:
-        raise OSError(errno.EEXIST, "no free temporary name", os.fsdecode(folder))
-    try:
-        with open(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        shutil.copystat(src, tmp)
-        if os.path.getsize(tmp) != os.path.getsize(src):
-            raise OSError(errno.EIO, "copy is incomplete", os.fsdecode(src))
-        final = _install(tmp, target)
-    except BaseException:
-        _quiet_unlink(tmp)
-        raise
-    try:
-        _fsync_dir(folder)  # the new name is durable before the old one goes
-    except BaseException:
-        _quiet_unlink(final)
-        raise
-    _unlink_or_undo(src, final)
-    return final
-
-
-def _install(tmp: bytes, target: bytes) -> bytes:
-    """Give ``tmp`` the first free name from ``target``; exclusive via link when possible."""
-    for cand in candidates(target):
-        try:
-            if rename_noreplace(tmp, cand):
-                return cand
-            os.link(tmp, cand)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            # a filesystem without hard links: check, then rename (a narrow race, documented)
-            if os.path.lexists(cand):
-                continue
-            os.rename(tmp, cand)
-            return cand
-        os.unlink(tmp)
-        return cand
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _unlink_or_undo(src: bytes, arrived: bytes) -> None:
-    """Remove the source; if that fails, remove the new copy so the file is in one place."""
-    try:
-        os.unlink(src)
-    except BaseException:
-        _quiet_unlink(arrived)
-        raise
-
-
-def _quiet_unlink(path: bytes | None) -> None:
-    if path is None:
-        return
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(folder: bytes) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- the actions -------------------------------------------------------------------------
@@ -516,7 +312,7 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
     report = ActionReport("move", dry_run=dry_run, destination=os.fsdecode(dest))
     searched = [os.path.realpath(os.fsencode(f)) for f in result.folders]
     for f in searched:
-        if _inside(dest, f):
+        if is_within(dest, f):
             raise ActionRefused(
                 f"refusing to move into {os.fsdecode(dest)}: it is inside the searched folder "
                 f"{os.fsdecode(f)}"
@@ -533,7 +329,7 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
     for s in steps:
         t = os.fsencode(s.target or "")
         for f in searched:
-            if _inside(t, f):
+            if is_within(t, f):
                 raise ActionRefused(
                     f"refusing to move into {os.fsdecode(dest)}: {s.member} would land inside "
                     f"the searched folder {os.fsdecode(f)}"
@@ -638,4 +434,4 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
     return report
 
 
-__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "delete", "exact_mse", "move_to", "plan"]
+__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "delete", "move_to", "plan"]

@@ -197,8 +197,9 @@ def _progress(state: State, json_out: bool) -> Any:
 
 
 def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, ensure_ascii=False, indent=None, default=str).encode(
-        "utf-8", "surrogateescape").decode("utf-8", "replace"))
+    from .paths import printable
+
+    typer.echo(printable(json.dumps(obj, ensure_ascii=False, indent=None, default=str)))
 
 
 Dirs = Annotated[list[Path], typer.Argument(help="Folders to index.", show_default=False)]

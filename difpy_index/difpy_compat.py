@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .decode import DEFAULT_PX_SIZE, MAX_PX_SIZE, MIN_PX_SIZE
 from .errors import UsageError
+from .paths import directly_in, is_below
 
 if TYPE_CHECKING:
     import numpy as np
@@ -220,7 +221,7 @@ class Build:
             invalid = idx.invalid_files(self._real_dirs)
             if not self.recursive:
                 invalid = {p: r for p, r in invalid.items()
-                           if os.path.dirname(p) in set(self._real_dirs)}
+                           if directly_in(p, set(self._real_dirs))}
         progress.end()
         t1 = time.time()
         self.report = report
@@ -262,7 +263,7 @@ class Build:
             shapes: dict[int, tuple[int, int, int]] = {}
             n = 0
             for i, path in enumerate(data.paths):
-                if not self.recursive and os.path.dirname(path) not in tops:
+                if not self.recursive and not directly_in(path, tops):
                     continue
                 tensors[n] = data.tensors[i]
                 names[n] = os.fsdecode(path)
@@ -290,9 +291,8 @@ class Build:
             return {}
         out: dict[str, list[int]] = {}
         for j, d in enumerate(self._real_dirs):
-            base = d.rstrip(b"/") + b"/"
             out[f"group_{j}"] = [
-                i for i, p in self._filename_dictionary.items() if os.fsencode(p).startswith(base)
+                i for i, p in self._filename_dictionary.items() if is_below(os.fsencode(p), d)
             ]
         return out
 

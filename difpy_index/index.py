@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE
 from .errors import NotIndexedError, UsageError
 from .params import check_processes, check_px_size, is_near, parse_similarity
+from .paths import directly_in, display, folder_prefix, is_within, real_dir
 from .progress import NullProgress, Progress
 from .results import FileFacts, GroupInfo, MemberInfo, QueryMatch, SearchResult
 
@@ -39,10 +40,6 @@ def default_catalog_path() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "difpy-index" / "catalog.sqlite"
-
-
-def _display(path: bytes) -> str:
-    return os.fsdecode(path)
 
 
 def _iso(ts: float) -> str:
@@ -135,7 +132,7 @@ class Index:
             known = set(self.root_paths())
             for r in roots:
                 if not os.path.isdir(r) and r not in known:
-                    raise UsageError(f"folder does not exist: {_display(r)}")
+                    raise UsageError(f"folder does not exist: {display(r)}")
         options = ScanOptions(
             recursive=recursive,
             include_hidden=include_hidden,
@@ -199,20 +196,18 @@ class Index:
         }
 
     def roots(self) -> list[str]:
-        return [_display(r) for r in self.root_paths()]
+        return [display(r) for r in self.root_paths()]
 
     def _resolve_search_dirs(self, dirs: PathLike | Iterable[PathLike] | None) -> list[bytes] | None:
         if dirs is None:
             return None
-        from .scan import real_dir
-
         roots = self.root_paths()
         out: list[bytes] = []
         for d in _as_list(dirs):
             real = real_dir(d)
-            if not any(real == r or real.startswith(r.rstrip(b"/") + b"/") for r in roots):
+            if not any(is_within(real, r) for r in roots):
                 raise NotIndexedError(
-                    f"{_display(real)} is not inside an indexed folder; run "
+                    f"{display(real)} is not inside an indexed folder; run "
                     f"'difpy-index update {os.fsdecode(real)}' first"
                 )
             if real not in out:
@@ -314,19 +309,19 @@ class Index:
         for folder, subset in scopes:
             found = match.find_groups(
                 data.tensors, data.widths, data.heights, data.sizes, data.paths,
-                threshold, rotate=rotate, same_dim=same_dim, subset=subset, processes=procs,
+                threshold, rotate=rotate, same_dim=same_dim, subset=subset,
                 order=order, protected=is_ref,
             )
             for fg in found:
                 found_rows.append([fg.key, *(m.index for m in fg.members)])
                 groups.append(
                     GroupInfo(
-                        key=_display(data.paths[fg.key]),
+                        key=display(data.paths[fg.key]),
                         members=tuple(
-                            MemberInfo(_display(data.paths[m.index]), float(m.mse), int(m.rotation))
+                            MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation))
                             for m in fg.members
                         ),
-                        folder=_display(folder) if folder is not None else None,
+                        folder=display(folder) if folder is not None else None,
                     )
                 )
         t_end = time.time()
@@ -337,17 +332,17 @@ class Index:
         lower = sorted({m.path for g in groups for m in g.members})
         facts = {}
         for i in {fg_i for g in found_rows for fg_i in g}:
-            facts[_display(data.paths[i])] = FileFacts(
+            facts[display(data.paths[i])] = FileFacts(
                 int(data.widths[i]), int(data.heights[i]), int(data.sizes[i]),
                 int(data.mtimes[i]) if data.mtimes is not None else 0,
             )
         invalid = self._catalog.invalid_in(scope)
         if not recursive:
             tops_set = set(tops)
-            invalid = {p: r for p, r in invalid.items() if os.path.dirname(p) in tops_set}
+            invalid = {p: r for p, r in invalid.items() if directly_in(p, tops_set)}
         n_files = len(data.paths)
         stats = {
-            "directory": [_display(f) for f in scope] if scope is not None else self.roots(),
+            "directory": [display(f) for f in scope] if scope is not None else self.roots(),
             "process": {
                 "build": {
                     "duration": {"start": _iso(t0), "end": _iso(t_search),
@@ -356,7 +351,7 @@ class Index:
                     "total_files": {"count": n_files + len(invalid)},
                     "invalid_files": {
                         "count": len(invalid),
-                        "logs": {_display(p): r for p, r in invalid.items()},
+                        "logs": {display(p): r for p, r in invalid.items()},
                     },
                 },
                 "search": {
@@ -366,7 +361,7 @@ class Index:
                         "similarity_mse": threshold, "rotate": rotate, "same_dim": same_dim,
                         "in_folder": in_folder, "processes": procs,
                         "keep": keeprules.describe(criteria),
-                        "reference": [_display(r) for r in refs],
+                        "reference": [display(r) for r in refs],
                     },
                     "files_searched": n_files,
                     "matches_found": {
@@ -380,8 +375,8 @@ class Index:
         return SearchResult(
             result=result, lower_quality=lower, stats=stats, groups=groups,
             threshold=threshold, rotate=rotate, same_dim=same_dim, px_size=px_size,
-            folders=[_display(f) for f in (scope if scope is not None else self.root_paths())],
-            keep=keeprules.describe(criteria), reference=[_display(r) for r in refs], facts=facts,
+            folders=[display(f) for f in (scope if scope is not None else self.root_paths())],
+            keep=keeprules.describe(criteria), reference=[display(r) for r in refs], facts=facts,
             _index=self,
         )
 
@@ -425,18 +420,18 @@ class Index:
             real = os.path.realpath(raw)
             d = decode_file(real, (px_size,))
             if d.error or d.gone:
-                raise UsageError(f"cannot read image {_display(real)}: {d.error or 'vanished'}")
+                raise UsageError(f"cannot read image {display(real)}: {d.error or 'vanished'}")
             q = np.frombuffer(d.tensors[px_size], dtype=np.uint8).reshape(1, px_size, px_size, 3)
             found = match.match_against(
                 q, np.array([d.width]), np.array([d.height]),
                 data.tensors, data.widths, data.heights, threshold, rotate=rotate, same_dim=same_dim,
             )[0]
             members = tuple(
-                MemberInfo(_display(data.paths[m.index]), float(m.mse), int(m.rotation))
+                MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation))
                 for m in found
                 if data.paths[m.index] != real
             )
-            out.append(QueryMatch(_display(real), real in set(data.paths), members))
+            out.append(QueryMatch(display(real), real in set(data.paths), members))
         return out
 
     # -- watch --------------------------------------------------------------------------
@@ -456,7 +451,7 @@ def _as_list(items: PathLike | Iterable[PathLike]) -> list[PathLike]:
 def _below(paths: list[bytes], folder: bytes) -> np.ndarray:
     import numpy as np
 
-    base = folder.rstrip(b"/") + b"/"
+    base = folder_prefix(folder)
     return np.array([i for i, p in enumerate(paths) if p.startswith(base)], dtype=np.int64)
 
 
@@ -466,7 +461,7 @@ def _top_level(data: SearchInput, folders: list[bytes]) -> SearchInput:
 
     tops = set(folders)
     keep = np.array(
-        [i for i, p in enumerate(data.paths) if os.path.dirname(p) in tops], dtype=np.int64
+        [i for i, p in enumerate(data.paths) if directly_in(p, tops)], dtype=np.int64
     )
     return data.take(keep)
 
@@ -475,5 +470,5 @@ def _under_any(paths: list[bytes], folders: Sequence[bytes]) -> np.ndarray:
     """Bool per path: it lies below one of ``folders``."""
     import numpy as np
 
-    bases = tuple(f.rstrip(b"/") + b"/" for f in folders)
+    bases = tuple(folder_prefix(f) for f in folders)
     return np.fromiter((p.startswith(bases) for p in paths), dtype=bool, count=len(paths))

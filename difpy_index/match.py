@@ -31,8 +31,8 @@ Strategy (why it is fast):
   (very large thresholds), the search switches to a walk over keys in rank order
   against the still-unclaimed images, whose cost shrinks as images get claimed.
 
-``processes`` is accepted for API compatibility and ignored: the heavy steps are BLAS
-matmuls and numpy reductions, which use the machine's cores (and release the GIL) already.
+There is no worker pool here: the heavy steps are BLAS matmuls and numpy reductions,
+which use the machine's cores (and release the GIL) already.
 """
 
 from __future__ import annotations
@@ -518,7 +518,6 @@ def find_groups(
     rotate: bool = True,
     same_dim: bool = True,
     subset: np.ndarray | None = None,
-    processes: int | None = None,
     order: np.ndarray | None = None,
     protected: np.ndarray | None = None,
 ) -> list[Group]:
@@ -528,8 +527,7 @@ def find_groups(
     result always refer to rows of the full input. ``order`` is the quality order of all
     rows, best first (``keep.quality_order``; default: difPy's, :func:`quality_order`).
     ``protected`` (bool per row) marks files that may be keys but are never claimed (a
-    reference folder's). ``processes`` is ignored (see module docstring). ``tensors`` is
-    only read, so a read-only memory map is fine.
+    reference folder's). ``tensors`` is only read, so a read-only memory map is fine.
     """
     threshold = float(threshold)
     if not math.isfinite(threshold) or threshold < 0:

@@ -1,8 +1,10 @@
-"""Decode files in worker processes: spawn/forkserver, bounded in-flight work, crash-proof.
+"""The one worker pool (decoding and thumbnails): spawn/forkserver, bounded in-flight
+work, crash-proof.
 
 Workers never touch the catalog; they return values. A worker that dies (a decoder crash
-on hostile input) breaks the pool: the files of the lost tasks are retried one by one in a
-fresh pool, so only the file that kills a decoder is recorded invalid.
+on hostile input) breaks the pool: ``map_batches`` stops and hands back the items of the
+lost tasks. ``decode_all`` retries those one by one in a fresh pool, so only the file that
+kills a decoder is recorded invalid.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from typing import Any, TypeVar
 
 from .decode import Decoded, decode_batch, init_worker
 
 TASK_FILES = 8  # files per task: amortises pickling, keeps the tail short
 INLINE_BELOW = 8  # fewer files than this are decoded in-process: no pool start-up cost
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def default_processes() -> int:
@@ -49,6 +56,38 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def map_batches(
+    fn: Callable[[list[T]], list[R]],
+    items: Sequence[T],
+    on_result: Callable[[list[R]], None],
+    *,
+    processes: int,
+    initializer: Callable[..., None],
+    initargs: tuple[Any, ...] = (),
+    batch: int = TASK_FILES,
+    inline_below: int = INLINE_BELOW,
+    window: int | None = None,
+    isolate: bool = False,
+) -> list[T]:
+    """Run ``fn`` over ``items`` in batches of ``batch``, handing each batch's results to
+    ``on_result`` in completion order; returns the items of batches lost to a dead worker.
+
+    ``fn`` and ``initializer`` must be picklable (module-level functions, ``partial``).
+    Few items, or one process, run in this process (after ``initializer``): no pool
+    start-up cost; ``isolate`` always uses a worker (an item that kills it must not take
+    the caller down). Otherwise at most ``window`` batches (default 4 per worker) are in
+    flight, so memory stays bounded however many items there are.
+    """
+    tasks = [list(items[i : i + batch]) for i in range(0, len(items), batch)]
+    if not isolate and (processes <= 1 or len(items) < inline_below):
+        initializer(*initargs)
+        for task in tasks:
+            on_result(fn(task))
+        return []
+    return _run_pool(fn, tasks, processes, partial(initializer, *initargs), on_result,
+                     window or processes * 4)
+
+
 def decode_all(
     paths: Sequence[bytes],
     px_sizes: tuple[int, ...],
@@ -57,28 +96,22 @@ def decode_all(
     on_result: Callable[[list[Decoded]], None],
 ) -> None:
     """Decode every path, handing results to ``on_result`` in completion order."""
-    if not paths:
-        return
-    if processes <= 1 or len(paths) < INLINE_BELOW:
-        init_worker(max_pixels)
-        for i in range(0, len(paths), TASK_FILES):
-            on_result(decode_batch(list(paths[i : i + TASK_FILES]), px_sizes))
-        return
-    tasks = [list(paths[i : i + TASK_FILES]) for i in range(0, len(paths), TASK_FILES)]
-    suspects = _run_pool(tasks, px_sizes, processes, max_pixels, on_result)
+    fn = partial(decode_batch, px_sizes=px_sizes)
+    suspects = map_batches(fn, paths, on_result, processes=processes,
+                           initializer=init_worker, initargs=(max_pixels,))
     while suspects:
-        # one file per task; a file that still kills its worker is recorded as invalid
-        single = [[p] for p in suspects]
-        crashed = _run_pool(single, px_sizes, 1, max_pixels, on_result, stop_at_first_crash=True)
+        # one file per task, one in flight (the culprit is known); a file that still kills
+        # its worker is recorded as invalid
+        crashed = map_batches(fn, suspects, on_result, processes=1, initializer=init_worker,
+                              initargs=(max_pixels,), batch=1, window=1, isolate=True)
         if crashed:
-            bad = crashed[0]
-            on_result([_crash_result(bad)])
+            on_result([_crash_result(crashed[0])])
             suspects = crashed[1:]
         else:
             suspects = []
 
 
-def _worker_init(max_pixels: int | None, parent: int) -> None:
+def _worker_init(init: Callable[[], None], parent: int) -> None:
     """Workers ignore Ctrl-C (the main process decides, commits what is done, and stops
     them) and exit by themselves when the main process is killed: their queue pipes would
     otherwise keep them waiting forever."""
@@ -86,7 +119,7 @@ def _worker_init(max_pixels: int | None, parent: int) -> None:
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    init_worker(max_pixels)
+    init()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
@@ -113,29 +146,28 @@ def _crash_result(path: bytes) -> Decoded:
 
 
 def _run_pool(
-    tasks: list[list[bytes]],
-    px_sizes: tuple[int, ...],
+    fn: Callable[[list[T]], list[R]],
+    tasks: list[list[T]],
     processes: int,
-    max_pixels: int | None,
-    on_result: Callable[[list[Decoded]], None],
-    stop_at_first_crash: bool = False,
-) -> list[bytes]:
-    """Run tasks with at most 4 per worker in flight; returns the paths of lost tasks."""
-    window = 1 if stop_at_first_crash else processes * 4  # one in flight: culprit is known
-    pending: deque[list[bytes]] = deque(tasks)
-    lost: list[bytes] = []
+    init: Callable[[], None],
+    on_result: Callable[[list[R]], None],
+    window: int,
+) -> list[T]:
+    """Run tasks with at most ``window`` in flight; returns the items of lost tasks."""
+    pending: deque[list[T]] = deque(tasks)
+    lost: list[T] = []
     with _main_not_reimported():
         executor = ProcessPoolExecutor(
             max_workers=processes, mp_context=_context(),
-            initializer=_worker_init, initargs=(max_pixels, os.getpid()),
+            initializer=_worker_init, initargs=(init, os.getpid()),
         )
-        inflight: dict[Future[list[Decoded]], list[bytes]] = {}
+        inflight: dict[Future[list[R]], list[T]] = {}
         try:
             while pending or inflight:
                 while pending and len(inflight) < window:
                     task = pending.popleft()
                     try:
-                        inflight[executor.submit(decode_batch, task, px_sizes)] = task
+                        inflight[executor.submit(fn, task)] = task
                     except BrokenProcessPool:
                         pending.appendleft(task)
                         raise
@@ -149,7 +181,7 @@ def _run_pool(
                         continue
                     on_result(results)
                 if lost:
-                    raise BrokenProcessPool("a decode worker died")
+                    raise BrokenProcessPool("a worker died")
         except BrokenProcessPool:
             for task in inflight.values():
                 lost.extend(task)

@@ -7,8 +7,8 @@ its key, and lets the reader untick files to keep before downloading a plan for
 CSS and the small script are inline. Without JavaScript the page is still a plain list of
 images with the full plan pre-filled in a text box.
 
-Thumbnails are made from the original files in worker processes (the decode pool's start
-method); heat maps come from the cached tensors the search compared.
+Thumbnails are made from the original files in worker processes (``pool.map_batches``, the
+pool that decodes); heat maps come from the cached tensors the search compared.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .paths import printable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -120,37 +122,23 @@ def thumb_batch(paths: list[bytes], px: int) -> list[Thumb]:
 def make_thumbs(paths: Sequence[bytes], px: int = THUMB_PX, processes: int | None = None,
                 max_pixels: int | None = None) -> dict[bytes, Thumb]:
     """Thumbnails of every path, in worker processes when there are enough of them."""
+    from functools import partial
+
     from .decode import DEFAULT_MAX_PIXELS
-    from .pool import default_processes
+    from .pool import default_processes, map_batches
 
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     procs = default_processes() if processes is None else max(1, processes)
     out: dict[bytes, Thumb] = {}
-    if procs <= 1 or len(paths) < INLINE_BELOW:
-        _init_thumb_worker(limit)
-        for p in paths:
-            out[p] = make_thumb(p, px)
-        return out
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
-    from .pool import _context, _main_not_reimported
+    def keep(thumbs: list[Thumb]) -> None:
+        out.update((t.path, t) for t in thumbs)
 
-    tasks = [list(paths[i : i + TASK_FILES]) for i in range(0, len(paths), TASK_FILES)]
-    with _main_not_reimported():
-        executor = ProcessPoolExecutor(max_workers=procs, mp_context=_context(),
-                                       initializer=_init_thumb_worker, initargs=(limit,))
-        try:
-            futures = [(executor.submit(thumb_batch, t, px), t) for t in tasks]
-            for fut, task in futures:
-                try:
-                    for t in fut.result():
-                        out[t.path] = t
-                except BrokenProcessPool:
-                    for p in task:  # a decoder crash: no preview, never a crash of ours
-                        out.setdefault(p, Thumb(p, error="preview crashed the decoder"))
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+    lost = map_batches(partial(thumb_batch, px=px), paths, keep, processes=procs,
+                       initializer=_init_thumb_worker, initargs=(limit,),
+                       batch=TASK_FILES, inline_below=INLINE_BELOW)
+    for p in lost:  # a decoder crash: no preview, never a crash of ours
+        out.setdefault(p, Thumb(p, error="preview crashed the decoder"))
     return out
 
 
@@ -192,15 +180,6 @@ class _Candidate:
     path: str
     key: str
     size: int
-
-
-def _fs(path: str) -> bytes:
-    return os.fsencode(path)
-
-
-def _text(path: str) -> str:
-    """A path as displayable text (undecodable bytes become U+FFFD)."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _human(n: int) -> str:
@@ -270,7 +249,7 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
                 seen.add(p)
                 order.append(p)
     idx = result._index
-    thumbs = make_thumbs([_fs(p) for p in order], thumb_px, processes,
+    thumbs = make_thumbs([os.fsencode(p) for p in order], thumb_px, processes,
                          idx.max_pixels if idx is not None else None)
     tensors = _tensors(result, order)
 
@@ -280,13 +259,13 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
         for m in g.members:
             if m.path in lower and m.path not in cand_of:
                 cand_of[m.path] = len(candidates)
-                candidates.append(_Candidate(m.path, g.key, thumbs[_fs(m.path)].size))
+                candidates.append(_Candidate(m.path, g.key, thumbs[os.fsencode(m.path)].size))
     freed = sum(c.size for c in candidates)
     default_plan = plan_dict(result, [{"path": c.path, "key": c.key} for c in candidates])
 
     pages = [result.groups[i : i + page_groups] for i in range(0, len(result.groups), page_groups)]
     writer = _Html(result, thumbs, tensors, lower, cand_of)
-    failed = sum(1 for p in order if thumbs[_fs(p)].error)
+    failed = sum(1 for p in order if thumbs[os.fsencode(p)].error)
     title = "difpy-index review"
     parts: list[str] = [
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -355,7 +334,7 @@ class _Html:
         params = (f"threshold (MSE) {r.threshold:g} · rotate {'on' if r.rotate else 'off'} · "
                   f"same dimensions {'on' if r.same_dim else 'off'} · px_size {r.px_size}")
         extra = f"<p class=\"warn\">{failed} file(s) could not be previewed.</p>" if failed else ""
-        cat = f"catalog {html.escape(_text(str(idx.path)))} · " if idx is not None else ""
+        cat = f"catalog {html.escape(printable(str(idx.path)))} · " if idx is not None else ""
         stamp = dt.datetime.now().isoformat(timespec="seconds")
         return (
             "<dl class=\"counts\">"
@@ -376,7 +355,7 @@ class _Html:
         return f"<nav class=\"pager\" aria-label=\"Pages ({where})\"><span>Page:</span><ol>{links}</ol></nav>"
 
     def _img(self, path: str, alt: str) -> str:
-        t = self.thumbs[_fs(path)]
+        t = self.thumbs[os.fsencode(path)]
         if t.data is None:
             return (f"<div class=\"thumb ph\" role=\"img\" aria-label=\"no preview: "
                     f"{html.escape(t.error or '')}\">no preview<br><small>"
@@ -385,30 +364,30 @@ class _Html:
                 f"loading=\"lazy\" decoding=\"async\">")
 
     def _facts(self, path: str, mse: float | None, rotation: int) -> str:
-        t = self.thumbs[_fs(path)]
+        t = self.thumbs[os.fsencode(path)]
         dims = f"{t.width}&times;{t.height}" if t.width else "?"
         date = dt.datetime.fromtimestamp(t.mtime).strftime("%Y-%m-%d %H:%M") if t.mtime else "?"
         rows = [("Size", f"{dims} px, {_human(t.size)}"), ("Date", date),
-                ("Folder", html.escape(_text(os.path.dirname(path))))]
+                ("Folder", html.escape(printable(os.path.dirname(path))))]
         if mse is not None:
             turn = f", turned {rotation}&deg;" if rotation else ""
             rows.append(("MSE", f"{mse:.4g}{turn}"))
         return "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
     def group(self, n: int, g: Any) -> str:
-        key_name = html.escape(_text(os.path.basename(g.key)))
-        folder = f" <span class=\"scope\">in {html.escape(_text(g.folder))}</span>" if g.folder else ""
+        key_name = html.escape(printable(os.path.basename(g.key)))
+        folder = f" <span class=\"scope\">in {html.escape(printable(g.folder))}</span>" if g.folder else ""
         parts = [
             f"<section class=\"group\" id=\"g{n}\" aria-labelledby=\"g{n}h\">",
             f"<h3 id=\"g{n}h\">Group {n}: {len(g.members) + 1} files{folder}</h3><div class=\"row\">",
-            "<figure class=\"card key\">", self._img(g.key, f"kept: {_text(os.path.basename(g.key))}"),
+            "<figure class=\"card key\">", self._img(g.key, f"kept: {printable(os.path.basename(g.key))}"),
             f"<figcaption><span class=\"badge keep\">key, kept</span> <strong class=\"name\" "
-            f"title=\"{html.escape(_text(g.key))}\">{key_name}</strong>",
+            f"title=\"{html.escape(printable(g.key))}\">{key_name}</strong>",
             self._facts(g.key, None, 0), "</figcaption></figure>",
         ]
         key_t = self.tensors.get(g.key)
         for m in g.members:
-            name = _text(os.path.basename(m.path))
+            name = printable(os.path.basename(m.path))
             lq = m.path in self.lower
             parts.append(f"<figure class=\"card member{' lq' if lq else ''}\"><div class=\"pics\">")
             parts.append(self._img(m.path, f"match: {name}"))
@@ -426,10 +405,10 @@ class _Html:
                 parts.append(
                     f"<input type=\"checkbox\" class=\"act\" id=\"{bid}\" data-i=\"{self.cand_of[m.path]}\" "
                     f"checked> <label for=\"{bid}\"><span class=\"badge lq\">lower quality</span> "
-                    f"<strong class=\"name\" title=\"{html.escape(_text(m.path))}\">{html.escape(name)}</strong></label>"
+                    f"<strong class=\"name\" title=\"{html.escape(printable(m.path))}\">{html.escape(name)}</strong></label>"
                 )
             else:
-                parts.append(f"<strong class=\"name\" title=\"{html.escape(_text(m.path))}\">{html.escape(name)}</strong>")
+                parts.append(f"<strong class=\"name\" title=\"{html.escape(printable(m.path))}\">{html.escape(name)}</strong>")
             parts.append(self._facts(m.path, m.mse, m.rotation))
             parts.append("</figcaption></figure>")
         parts.append("</div></section>")

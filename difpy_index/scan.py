@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import UsageError
+from .paths import real_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +44,6 @@ class ScanResult:
     problems: list[tuple[bytes, str]] = field(default_factory=list)
 
 
-def real_dir(path: str | bytes | os.PathLike[str]) -> bytes:
-    """A folder argument as its real absolute path in bytes (``~`` expanded)."""
-    raw = os.fsencode(os.path.expanduser(os.fspath(path)))
-    return os.path.realpath(raw)
-
-
 def extension_of(name: bytes) -> str:
     """The file's own suffix, lower-cased ('' when none)."""
     base = os.path.basename(name)
@@ -60,10 +55,6 @@ def extension_of(name: bytes) -> str:
 
 def wanted(name: bytes, options: ScanOptions) -> bool:
     return options.extensions is None or extension_of(name) in options.extensions
-
-
-def is_hidden(name: bytes) -> bool:
-    return os.path.basename(name).startswith(b".")
 
 
 def check_dirs(dirs: Iterable[str | bytes | os.PathLike[str]]) -> list[bytes]:

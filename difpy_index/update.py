@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .decode import Decoded
+from .paths import has_hidden_part, is_below, is_hidden, owning_root, rel_below
 from .pool import decode_all, default_processes
-from .scan import FileStat, ScanOptions, extension_of, is_hidden, scan, wanted
+from .scan import FileStat, ScanOptions, extension_of, scan, wanted
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -67,14 +68,14 @@ def rel_in_scope(rel: bytes, options: ScanOptions) -> bool:
     """Would a walk reach this path, given relative to its root (subfolders, hidden names)?"""
     if not options.recursive and b"/" in rel:
         return False
-    return options.include_hidden or not any(part.startswith(b".") for part in rel.split(b"/"))
+    return options.include_hidden or not has_hidden_part(rel)
 
 
 def in_scope(row: KnownFile, root: bytes, root_id: int, options: ScanOptions) -> bool:
     """Would a walk of ``root`` with ``options`` have found this row's file?"""
-    base = root.rstrip(b"/") + b"/"
-    if row.path.startswith(base):
-        if not rel_in_scope(row.path[len(base) :], options):
+    rel = rel_below(row.path, root)
+    if rel is not None:
+        if not rel_in_scope(rel, options):
             return False
     elif row.root_id != root_id:
         return False
@@ -118,7 +119,7 @@ def run_update(
         scoped = [
             k for k in known.values()
             if k.path not in discovered and in_scope(k, rs.root, rid, options)
-            and not any(k.path.startswith(u.rstrip(b"/") + b"/") for u in rs.unreadable)
+            and not any(is_below(k.path, u) for u in rs.unreadable)
         ]
         if scoped and rs.entries_seen == 0:
             # an empty root that used to hold files: most likely an unmounted drive
@@ -241,15 +242,6 @@ def apply_changes(
         report.removed += catalog.remove(vanished)
 
 
-def owning_root(path: bytes, roots: list[bytes]) -> bytes | None:
-    """The deepest of ``roots`` that holds ``path`` (None: outside all of them)."""
-    best: bytes | None = None
-    for r in roots:
-        if path.startswith(r.rstrip(b"/") + b"/") and (best is None or len(r) > len(best)):
-            best = r
-    return best
-
-
 def run_update_paths(
     catalog: Catalog,
     paths: list[bytes],
@@ -274,9 +266,8 @@ def run_update_paths(
     missing: list[bytes] = []
     for p in dict.fromkeys(paths):
         root = owning_root(p, roots)
-        if root is None or root not in root_ids:
-            continue
-        if not rel_in_scope(p[len(root.rstrip(b"/")) + 1 :], options):
+        rel = rel_below(p, root) if root is not None else None
+        if root not in root_ids or rel is None or not rel_in_scope(rel, options):
             continue
         if not wanted(p, options):
             report.skipped += 1

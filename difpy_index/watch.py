@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .decode import DEFAULT_PX_SIZE
 from .errors import UsageError
+from .paths import has_hidden_part, owning_root, rel_below
 
 if TYPE_CHECKING:
     from .index import Index, PathLike
@@ -65,9 +66,9 @@ class PathFilter:
 
     def _rel(self, path: bytes) -> bytes | None:
         for r in self.roots:
-            base = r.rstrip(b"/") + b"/"
-            if path.startswith(base):
-                return path[len(base) :]
+            rel = rel_below(path, r)
+            if rel is not None:
+                return rel
             if path == r:
                 return b""
         return None
@@ -80,7 +81,7 @@ class PathFilter:
         rel = self._rel(path)
         if rel is None:
             return False
-        return self.include_hidden or not any(p.startswith(b".") for p in rel.split(b"/") if p)
+        return self.include_hidden or not has_hidden_part(rel)
 
     def wants_file(self, path: bytes) -> bool:
         from .scan import extension_of
@@ -475,7 +476,6 @@ class Watcher:
 
     def _apply(self, batch: Pending, final: bool = False) -> None:
         from .scan import ScanOptions, scan
-        from .update import owning_root
 
         usable = {r for r in self.roots if self._root_usable(r)}
         files: set[bytes] = set()

@@ -22,7 +22,16 @@ from conftest import catalog_rows, disk_files, write_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from difpy_index import ActionError, GroupInfo, Index, MemberInfo, SearchResult, actions
+from difpy_index import (
+    ActionError,
+    GroupInfo,
+    Index,
+    MemberInfo,
+    SearchResult,
+    actions,
+    fileops,
+    match,
+)
 from difpy_index.actions import ActionRefused
 
 
@@ -173,22 +182,22 @@ def test_moved_files_are_skipped_on_a_second_run(idx, photos, tmp_path):
 
 
 def test_rename_noreplace_never_overwrites(tmp_path):
-    if actions._load_renameat2() is None:
+    if fileops._load_renameat2() is None:
         pytest.skip("no renameat2 here")
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"A")
     b.write_bytes(b"B")
     with pytest.raises(FileExistsError):
-        actions.rename_noreplace(os.fsencode(a), os.fsencode(b))
+        fileops.rename_noreplace(os.fsencode(a), os.fsencode(b))
     assert (a.read_bytes(), b.read_bytes()) == (b"A", b"B")
-    assert actions.rename_noreplace(os.fsencode(a), os.fsencode(tmp_path / "c"))
+    assert fileops.rename_noreplace(os.fsencode(a), os.fsencode(tmp_path / "c"))
     assert not a.exists() and (tmp_path / "c").read_bytes() == b"A"
 
 
 @pytest.mark.parametrize("atomic", [True, False])
 def test_move_never_overwrites_with_either_primitive(idx, photos, tmp_path, monkeypatch, atomic):
     if not atomic:
-        monkeypatch.setattr(actions, "_renameat2", None)  # link + unlink
+        monkeypatch.setattr(fileops, "_renameat2", None)  # link + unlink
     idx.update([photos["root"]])
     dest = tmp_path / "dups"
     squatters = [write_image(dest / "photos" / "a" / n, seed=90 + i) for i, n in enumerate(["x.png", "x (1).png"])]
@@ -200,7 +209,7 @@ def test_move_never_overwrites_with_either_primitive(idx, photos, tmp_path, monk
 
 def test_cross_filesystem_move_copies_fsyncs_and_leaves_no_temp(idx, photos, tmp_path, monkeypatch):
     idx.update([photos["root"]])
-    monkeypatch.setattr(actions, "_renameat2", None)
+    monkeypatch.setattr(fileops, "_renameat2", None)
     dest = tmp_path / "dups"
     real_link = os.link
 
@@ -245,12 +254,12 @@ def test_crash_in_the_middle_leaves_disk_and_catalog_consistent(idx, photos, tmp
     dest = tmp_path / "dups"
     calls = {"n": 0}
     if fail_on == "rename":
-        if actions._load_renameat2() is None:
+        if fileops._load_renameat2() is None:
             pytest.skip("no renameat2 here")
-        orig = actions.rename_noreplace
-        target: object = actions
+        orig = fileops.rename_noreplace
+        target: object = fileops
     else:
-        monkeypatch.setattr(actions, "_renameat2", None)
+        monkeypatch.setattr(fileops, "_renameat2", None)
         orig = {"link": os.link, "unlink": os.unlink, "fsync": os.fsync}[fail_on]
         target = os
 
@@ -372,9 +381,9 @@ def test_exact_mse_matches_the_definition():
     b = a.copy()
     b[0, 0, 0] = a[0, 0, 0] ^ 0xFF  # a difference well above 15: no uint8 wrap-around
     d = int(a[0, 0, 0]) - int(b[0, 0, 0])
-    assert actions.exact_mse(a, b, rotate=False) == d * d / 300
-    assert actions.exact_mse(a, np.rot90(a, 3), rotate=True) == 0.0
-    assert actions.exact_mse(a, np.rot90(a, 1), rotate=False) > 0
+    assert match.mse_exact(a, b, rotate=False) == (d * d / 300, 0)
+    assert match.mse_exact(a, np.rot90(a, 3), rotate=True)[0] == 0.0
+    assert match.mse_exact(a, np.rot90(a, 1), rotate=False)[0] > 0
 
 
 # -- delete: confirmation ---------------------------------------------------------------------

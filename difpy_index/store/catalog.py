@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..paths import prefix_bounds
+
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable
@@ -66,12 +68,6 @@ class SearchInput:
             mtimes=None if self.mtimes is None else self.mtimes[rows],
             formats=None if self.formats is None else [self.formats[i] for i in rows],
         )
-
-
-def prefix_bounds(folder: bytes) -> tuple[bytes, bytes]:
-    """BLOB range holding every path strictly below ``folder``."""
-    base = folder.rstrip(b"/") + b"/"
-    return base, base[:-1] + b"0"  # '0' is the byte after '/'
 
 
 def now_ns() -> int:

@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from difpy_index import Index
-    from difpy_index.actions import exact_mse
+    from difpy_index.match import mse_exact
     from difpy_index.report import make_thumbs, write_report
     from difpy_index.results import GroupInfo, MemberInfo, SearchResult
 
@@ -65,7 +65,7 @@ def main() -> None:
         groups = []
         for key, members in pairs:
             kt = idx.tensor(key)
-            groups.append(GroupInfo(key, tuple(MemberInfo(m, exact_mse(kt, idx.tensor(m), False), 0)
+            groups.append(GroupInfo(key, tuple(MemberInfo(m, mse_exact(kt, idx.tensor(m), False)[0], 0)
                                                for m in members)))
         lower = sorted(m.path for g in groups for m in g.members)
         result = SearchResult({}, lower, {}, groups, 50.0, True, True, 50, [str(scratch / "pics")], idx)
