@@ -2,9 +2,9 @@
 
 Every action runs in three steps:
 
-1. **plan** (pure): which member goes where, and which key(s) it duplicates. Only members
-   are ever touched; a path that is the key of *any* group (possible with overlapping
-   ``in_folder`` arguments) is never moved or deleted.
+1. **choose** (pure, ``steps_for``): which member goes where, and which key(s) it
+   duplicates. Only members are ever touched; a path that is the key of *any* group
+   (possible with overlapping ``in_folder`` arguments) is never moved or deleted.
 2. **verify**, right before touching each member: the member and its key both exist and
    still match their catalog rows (size, mtime_ns) *and* their tensors still match within
    the search's threshold. A file whose row is stale (edited, replaced) is not trusted: it
@@ -22,7 +22,7 @@ root, recognises as a rename). A power loss between ``link`` and ``unlink`` can 
 two copies, never zero.
 
 ``SearchResult`` is left unchanged by an action (unlike difPy, which rewrites
-``lower_quality`` to the new paths): the report carries the new paths, and running the
+``lower_quality`` to the new paths): the ``ActionReport`` carries the new paths, and running the
 action again is harmless because moved files then fail verification ("no longer exists").
 """
 
@@ -60,7 +60,7 @@ class ActionRefused(ActionError):
     exit_code = 2
 
 
-# -- report ----------------------------------------------------------------------------
+# -- what an action did ----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Skip:
     path: str
@@ -111,7 +111,7 @@ class ActionReport:
         return f"{verb} {n} file(s){skipped}"
 
 
-# -- plan (pure) -----------------------------------------------------------------------
+# -- steps (pure) ----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Step:
     member: str
@@ -119,8 +119,8 @@ class Step:
     target: str | None = None  # preferred move target (a unique name is picked at I/O time)
 
 
-def plan(result: SearchResult) -> tuple[list[Step], list[Skip]]:
-    """Members to act on and the keys they duplicate; keys of any group are never planned."""
+def steps_for(result: SearchResult) -> tuple[list[Step], list[Skip]]:
+    """Members to act on and the keys they duplicate; keys of any group are never touched."""
     keys = {g.key for g in result.groups}
     refs = tuple(r.rstrip("/") + "/" for r in result.reference)
     order: list[str] = []
@@ -319,7 +319,7 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
             )
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise ActionRefused(f"destination {os.fsdecode(dest)} exists and is not a folder")
-    steps, skips = plan(result)
+    steps, skips = steps_for(result)
     report.skipped.extend(skips)
     rows = _rows(result, steps)
     root_by_id = index.roots_by_id()
@@ -394,7 +394,7 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
         raise ActionRefused(f"invalid silent_del {silent_del!r}: must be True or False")
     index = _index_of(result)
     report = ActionReport("delete", dry_run=dry_run)
-    steps, skips = plan(result)
+    steps, skips = steps_for(result)
     report.skipped.extend(skips)
     if not steps:
         return report
@@ -434,4 +434,4 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
     return report
 
 
-__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "delete", "move_to", "plan"]
+__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "delete", "move_to", "steps_for"]

@@ -78,9 +78,6 @@ class RichProgress:
         if self._task is not None:
             self._progress.advance(self._task, n)
 
-    def note(self, message: str) -> None:
-        self._progress.console.print(message)
-
     def finish(self) -> None:
         if self._task is not None:
             self._progress.stop()

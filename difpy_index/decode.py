@@ -38,6 +38,19 @@ MAX_PX_SIZE = 5000
 #: Pillow's own default decompression-bomb limit.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeSettings:
+    """What every decode of one update shares: the tensor sizes to make, the recipe they
+    are stored under, the worker count (None: every core) and the bomb limit."""
+
+    px_sizes: tuple[int, ...]
+    recipe: str
+    processes: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
 #: difPy 4.2.1's extension list, plus bmp (SEMANTICS.md section 1).
 IMAGE_EXTENSIONS = frozenset(
     """apng bw cdf cur dcx dds dib emf eps fli flc fpx ftex fits gd gd2 gif gbr icb icns iim

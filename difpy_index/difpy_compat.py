@@ -109,9 +109,6 @@ class _DifpyProgress:
         if self.total:
             self._show(min(100, int(100 * self.done / self.total)))
 
-    def note(self, message: str) -> None:
-        pass
-
     def finish(self) -> None:
         self._show(100)
 
@@ -354,7 +351,7 @@ class Search:
                 keep="difpy",  # the drop-in ranks keys exactly as difPy does
             )
         finally:
-            index.close()  # the engine reconnects on demand (move_to / delete use it)
+            index.close()  # SQLAlchemy's engine reconnects on demand (move_to / delete use it)
         progress.end()
         self._found: SearchResult = found
         self.same_dim = found.same_dim
@@ -372,7 +369,7 @@ class Search:
 
     def move_to(self, destination_path: str | os.PathLike[str]) -> Any:
         """Move the lower-quality files into ``destination_path``, never overwriting a file;
-        each file is checked against the catalog first. Returns the action report."""
+        each file is checked against the catalog first. Returns the ``ActionReport``."""
         if not isinstance(destination_path, (str, os.PathLike)):
             raise UsageError('Invalid value for "destination_path" parameter: must be of type STR.')
         report = self._found.move_to(os.fspath(destination_path))

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE
+from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE, DecodeSettings
 from .errors import NotIndexedError, UsageError
-from .params import check_processes, check_px_size, is_near, parse_similarity
+from .params import SearchParams, check_processes, check_px_size
 from .paths import directly_in, display, folder_prefix, is_within, real_dir
 from .progress import NullProgress, Progress
 from .results import FileFacts, GroupInfo, MemberInfo, QueryMatch, SearchResult
@@ -123,8 +123,7 @@ class Index:
         from .scan import ScanOptions, check_dirs
         from .update import run_update
 
-        sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
-        sizes = tuple(sorted({check_px_size(px) for px in sizes}))
+        settings = self._decode_settings(px_size, processes)
         if dirs is None:
             roots = self.root_paths()
         else:
@@ -138,10 +137,7 @@ class Index:
             include_hidden=include_hidden,
             extensions=image_extensions() if limit_extensions else None,
         )
-        return run_update(
-            self._catalog, roots, options, sizes, self.recipe, check_processes(processes),
-            self.max_pixels, progress or NullProgress(),
-        )
+        return run_update(self._catalog, roots, options, settings, progress or NullProgress())
 
     def update_paths(
         self,
@@ -160,16 +156,20 @@ class Index:
         from .scan import ScanOptions, check_dirs
         from .update import run_update_paths
 
-        sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
-        sizes = tuple(sorted({check_px_size(px) for px in sizes}))
+        settings = self._decode_settings(px_size, processes)
         options = ScanOptions(
             recursive=True, include_hidden=include_hidden,
             extensions=image_extensions() if limit_extensions else None,
         )
         files = [os.fsencode(os.path.abspath(os.fsdecode(p))) for p in _as_list(paths)]
-        return run_update_paths(
-            self._catalog, files, check_dirs(_as_list(roots)), options, sizes, self.recipe,
-            check_processes(processes), self.max_pixels, progress or NullProgress(),
+        return run_update_paths(self._catalog, files, check_dirs(_as_list(roots)), options,
+                                settings, progress or NullProgress())
+
+    def _decode_settings(self, px_size: int | Sequence[int], processes: int | None) -> DecodeSettings:
+        sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
+        return DecodeSettings(
+            px_sizes=tuple(sorted({check_px_size(px) for px in sizes})), recipe=self.recipe,
+            processes=check_processes(processes), max_pixels=self.max_pixels,
         )
 
     # -- read ---------------------------------------------------------------------------
@@ -272,23 +272,18 @@ class Index:
         from . import match
 
         t0 = time.time()
-        threshold = parse_similarity(similarity)
-        if same_dim is None:
-            same_dim = lazy if lazy is not None else not is_near(similarity)
-        for name, val in (("rotate", rotate), ("same_dim", same_dim), ("in_folder", in_folder)):
-            if not isinstance(val, bool):
-                raise UsageError(f"invalid {name} {val!r}: must be True or False")
-        px_size = check_px_size(px_size)
-        procs = check_processes(processes)
+        sp = SearchParams.parse(similarity, rotate=rotate, same_dim=same_dim, lazy=lazy,
+                                in_folder=in_folder, px_size=px_size)
+        procs = check_processes(processes)  # accepted (difPy's), recorded; nothing to spread
         criteria = keeprules.parse_keep(keep)
         folders = self._resolve_search_dirs(dirs)
         refs = self._resolve_search_dirs(reference) if reference is not None else []
         refs = refs or []
-        if refs and in_folder:
+        if refs and sp.in_folder:
             raise UsageError("reference folders cannot be combined with in_folder")
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
-        data = self._catalog.search_input(px_size, self.recipe, scope)
-        self._check_px_cached(data, px_size, scope)
+        data = self._catalog.search_input(sp.px_size, self.recipe, scope)
+        self._check_px_cached(data, sp.px_size, scope)
         if not recursive:
             tops = scope if scope is not None else self.root_paths()
             data = _top_level(data, tops)
@@ -298,7 +293,7 @@ class Index:
             reference=is_ref,
         ))
         scopes: list[tuple[bytes | None, np.ndarray | None]]
-        if in_folder:
+        if sp.in_folder:
             scope_dirs = folders if folders is not None else self.root_paths()
             scopes = [(d, _below(data.paths, d)) for d in scope_dirs]
         else:
@@ -309,7 +304,7 @@ class Index:
         for folder, subset in scopes:
             found = match.find_groups(
                 data.tensors, data.widths, data.heights, data.sizes, data.paths,
-                threshold, rotate=rotate, same_dim=same_dim, subset=subset,
+                sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, subset=subset,
                 order=order, protected=is_ref,
             )
             for fg in found:
@@ -327,7 +322,7 @@ class Index:
         t_end = time.time()
         result: dict[str, Any] = {}
         for g in groups:
-            target = result.setdefault(g.folder or "", {}) if in_folder else result
+            target = result.setdefault(g.folder or "", {}) if sp.in_folder else result
             target[g.key] = [[m.path, m.mse] for m in g.members]
         lower = sorted({m.path for g in groups for m in g.members})
         facts = {}
@@ -347,7 +342,7 @@ class Index:
                 "build": {
                     "duration": {"start": _iso(t0), "end": _iso(t_search),
                                  "seconds_elapsed": round(t_search - t0, 4)},
-                    "parameters": {"px_size": px_size, "catalog": str(self.path)},
+                    "parameters": {"px_size": sp.px_size, "catalog": str(self.path)},
                     "total_files": {"count": n_files + len(invalid)},
                     "invalid_files": {
                         "count": len(invalid),
@@ -358,8 +353,8 @@ class Index:
                     "duration": {"start": _iso(t_search), "end": _iso(t_end),
                                  "seconds_elapsed": round(t_end - t_search, 4)},
                     "parameters": {
-                        "similarity_mse": threshold, "rotate": rotate, "same_dim": same_dim,
-                        "in_folder": in_folder, "processes": procs,
+                        "similarity_mse": sp.threshold, "rotate": sp.rotate,
+                        "same_dim": sp.same_dim, "in_folder": sp.in_folder, "processes": procs,
                         "keep": keeprules.describe(criteria),
                         "reference": [display(r) for r in refs],
                     },
@@ -374,7 +369,7 @@ class Index:
         }
         return SearchResult(
             result=result, lower_quality=lower, stats=stats, groups=groups,
-            threshold=threshold, rotate=rotate, same_dim=same_dim, px_size=px_size,
+            threshold=sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, px_size=sp.px_size,
             folders=[display(f) for f in (scope if scope is not None else self.root_paths())],
             keep=keeprules.describe(criteria), reference=[display(r) for r in refs], facts=facts,
             _index=self,
@@ -406,10 +401,8 @@ class Index:
         from . import match
         from .decode import decode_file, init_worker
 
-        threshold = parse_similarity(similarity)
-        if same_dim is None:
-            same_dim = not is_near(similarity)
-        px_size = check_px_size(px_size)
+        sp = SearchParams.parse(similarity, rotate=rotate, same_dim=same_dim, px_size=px_size)
+        px_size = sp.px_size
         data = self._catalog.search_input(px_size, self.recipe, None)
         init_worker(self.max_pixels)
         out: list[QueryMatch] = []
@@ -424,7 +417,8 @@ class Index:
             q = np.frombuffer(d.tensors[px_size], dtype=np.uint8).reshape(1, px_size, px_size, 3)
             found = match.match_against(
                 q, np.array([d.width]), np.array([d.height]),
-                data.tensors, data.widths, data.heights, threshold, rotate=rotate, same_dim=same_dim,
+                data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
+                same_dim=sp.same_dim,
             )[0]
             members = tuple(
                 MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation))

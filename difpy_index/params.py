@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
-from .decode import MAX_PX_SIZE, MIN_PX_SIZE
+from .decode import DEFAULT_PX_SIZE, MAX_PX_SIZE, MIN_PX_SIZE
 from .errors import UsageError
 
 SIMILARITY_PRESETS = {"duplicates": 0.0, "similar": 5.0}
@@ -59,3 +60,29 @@ def check_processes(processes: object) -> int | None:
     if processes < 1:
         raise UsageError(f"invalid processes {processes}: must be >= 1")
     return min(processes, 4 * (os.cpu_count() or 1))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParams:
+    """What decides which files match: one bundle from the caller's words to the search."""
+
+    threshold: float
+    rotate: bool = True
+    same_dim: bool = True
+    px_size: int = DEFAULT_PX_SIZE
+    in_folder: bool = False
+
+    @classmethod
+    def parse(cls, similarity: object = "duplicates", *, rotate: object = True,
+              same_dim: object = None, lazy: object = None, in_folder: object = False,
+              px_size: object = DEFAULT_PX_SIZE) -> SearchParams:
+        """Validate the API's arguments; ``same_dim`` defaults to difPy 4.1's ``lazy``,
+        else on unless the similarity is 'near'."""
+        threshold = parse_similarity(similarity)
+        if same_dim is None:
+            same_dim = lazy if lazy is not None else not is_near(similarity)
+        for name, val in (("rotate", rotate), ("same_dim", same_dim), ("in_folder", in_folder)):
+            if not isinstance(val, bool):
+                raise UsageError(f"invalid {name} {val!r}: must be True or False")
+        return cls(threshold, bool(rotate), bool(same_dim), check_px_size(px_size),
+                   bool(in_folder))

@@ -41,6 +41,21 @@ class Plan:
     folders: tuple[str, ...] = field(default_factory=tuple)
 
 
+def plan_dict(result: SearchResult, actions: list[dict[str, str]]) -> dict[str, Any]:
+    """The plan a review page offers for download (``parse_plan`` reads it back)."""
+    idx = result._index
+    return {
+        "version": PLAN_VERSION,
+        "catalog": str(idx.path) if idx is not None else None,
+        "threshold": result.threshold,
+        "rotate": result.rotate,
+        "same_dim": result.same_dim,
+        "px_size": result.px_size,
+        "folders": list(result.folders),
+        "actions": actions,
+    }
+
+
 def parse_plan(obj: Any, source: str = "plan") -> Plan:
     """Validate a decoded plan; every problem is a ``UsageError`` naming the field."""
     from .params import check_px_size

@@ -8,7 +8,6 @@ from typing import Protocol
 class Progress(Protocol):
     def start(self, total: int, label: str) -> None: ...
     def advance(self, n: int = 1) -> None: ...
-    def note(self, message: str) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -19,9 +18,6 @@ class NullProgress:
         pass
 
     def advance(self, n: int = 1) -> None:
-        pass
-
-    def note(self, message: str) -> None:
         pass
 
     def finish(self) -> None:

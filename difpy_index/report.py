@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .paths import printable
+from .plan import plan_dict
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +37,6 @@ HEAT_SCALE = 2  #: heat map pixels per tensor pixel (a 50 px tensor -> 100 px ma
 PAGE_GROUPS = 100  #: groups per page section
 TASK_FILES = 16  #: files per worker task
 INLINE_BELOW = 24  #: fewer files than this are thumbnailed in-process
-PLAN_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,20 +198,6 @@ def _data_uri(mime: str, data: bytes) -> str:
 def _script_json(obj: Any) -> str:
     """JSON safe inside <script>: ASCII only (lone surrogates survive), no '</'."""
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
-
-
-def plan_dict(result: SearchResult, actions: list[dict[str, str]]) -> dict[str, Any]:
-    idx = result._index
-    return {
-        "version": PLAN_VERSION,
-        "catalog": str(idx.path) if idx is not None else None,
-        "threshold": result.threshold,
-        "rotate": result.rotate,
-        "same_dim": result.same_dim,
-        "px_size": result.px_size,
-        "folders": list(result.folders),
-        "actions": actions,
-    }
 
 
 def _tensors(result: SearchResult, paths: Sequence[str]) -> dict[str, np.ndarray]:

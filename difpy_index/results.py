@@ -100,7 +100,7 @@ class SearchResult:
         return delete(self, silent_del=silent_del, dry_run=dry_run)
 
     def report(self, path: str | Any) -> Any:
-        """Write a self-contained HTML review page of the groups."""
+        """Write a self-contained HTML review page of the groups (``report.write_report``)."""
         from .report import write_report
 
         return write_report(self, path)

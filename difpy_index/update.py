@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .decode import Decoded
+from .decode import Decoded, DecodeSettings
 from .paths import has_hidden_part, is_below, is_hidden, owning_root, rel_below
 from .pool import decode_all, default_processes
 from .scan import FileStat, ScanOptions, extension_of, scan, wanted
@@ -88,12 +88,10 @@ def run_update(
     catalog: Catalog,
     roots: list[bytes],
     options: ScanOptions,
-    px_sizes: tuple[int, ...],
-    recipe: str,
-    processes: int | None,
-    max_pixels: int | None,
+    settings: DecodeSettings,
     progress: Progress,
 ) -> UpdateReport:
+    """Bring the rows below ``roots`` in line with a walk of them."""
     t0 = time.perf_counter()
     report = UpdateReport(roots=[os.fsdecode(r) for r in roots])
     found = scan(roots, options)
@@ -129,8 +127,7 @@ def run_update(
     for m in report.missing_roots:
         log.warning("root %s is missing or empty (unmounted?): its catalog rows are kept", m)
 
-    apply_changes(catalog, found.files, known, gone, root_ids, px_sizes, recipe, processes,
-                  max_pixels, progress, report)
+    apply_changes(catalog, found.files, known, gone, root_ids, settings, progress, report)
     catalog.touch_roots(root_ids.values())
     report.seconds = time.perf_counter() - t0
     return report
@@ -142,15 +139,13 @@ def apply_changes(
     known: dict[bytes, KnownFile],
     gone: list[KnownFile],
     root_ids: dict[bytes, int],
-    px_sizes: tuple[int, ...],
-    recipe: str,
-    processes: int | None,
-    max_pixels: int | None,
+    settings: DecodeSettings,
     progress: Progress,
     report: UpdateReport,
 ) -> None:
     """The shared tail of ``run_update`` and ``run_update_paths``: reuse unchanged
     ``files``, let a row follow a renamed file, drop ``gone`` rows, decode the rest."""
+    px_sizes, recipe = settings.px_sizes, settings.recipe
     # unchanged files are reused; the rest are decoded (or follow a rename)
     sizes_have = catalog.tensor_sizes(
         [k.id for f in files if (k := known.get(f.path)) is not None and k.status == "ok"],
@@ -231,7 +226,8 @@ def apply_changes(
         groups.setdefault(need.get(f.path, px_sizes), []).append(f.path)
     try:
         for sizes, paths in groups.items():
-            decode_all(paths, sizes, processes or default_processes(), max_pixels, on_result)
+            decode_all(paths, sizes, settings.processes or default_processes(),
+                       settings.max_pixels, on_result)
     finally:
         flush()
         progress.finish()
@@ -247,10 +243,7 @@ def run_update_paths(
     paths: list[bytes],
     roots: list[bytes],
     options: ScanOptions,
-    px_sizes: tuple[int, ...],
-    recipe: str,
-    processes: int | None,
-    max_pixels: int | None,
+    settings: DecodeSettings,
     progress: Progress,
 ) -> UpdateReport:
     """``run_update`` restricted to ``paths`` (the watcher's dirty set): each is re-stat'ed;
@@ -287,7 +280,6 @@ def run_update_paths(
             missing.append(p)  # replaced by a folder or a special file
     known = catalog.files_by_path([f.path for f in files] + missing)
     gone = [known[p] for p in missing if p in known]
-    apply_changes(catalog, files, known, gone, root_ids, px_sizes, recipe, processes,
-                  max_pixels, progress, report)
+    apply_changes(catalog, files, known, gone, root_ids, settings, progress, report)
     report.seconds = time.perf_counter() - t0
     return report

@@ -213,9 +213,6 @@ class _StopCheck:
     def advance(self, n: int = 1) -> None:
         self._check()
 
-    def note(self, message: str) -> None:
-        pass
-
     def finish(self) -> None:
         pass
 

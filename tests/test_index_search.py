@@ -1,7 +1,7 @@
 """Index.search / Index.query and the `search` / `query` commands, end to end on real files.
 
-The engine itself is checked against a brute-force reference in test_search.py; these tests
-check what the catalog, the result shapes and the CLI add around it.
+The search core (match.py) is checked against a brute-force reference in test_search.py;
+these tests check what the catalog, the result shapes and the CLI add around it.
 """
 
 from __future__ import annotations

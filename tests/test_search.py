@@ -1,4 +1,4 @@
-"""The search engine against a brute-force all-pairs reference written from SEMANTICS.md."""
+"""The search core (match.py) against a brute-force all-pairs reference from SEMANTICS.md."""
 
 from __future__ import annotations
 

@@ -49,9 +49,7 @@ class RootInfo:
 class SearchInput:
     """Columns of the images to search, in catalog order (row i is one file)."""
 
-    ids: np.ndarray
     paths: list[bytes]
-    root_ids: np.ndarray
     sizes: np.ndarray
     widths: np.ndarray
     heights: np.ndarray
@@ -62,8 +60,7 @@ class SearchInput:
     def take(self, rows: np.ndarray) -> SearchInput:
         """The same columns restricted to ``rows`` (in that order)."""
         return SearchInput(
-            ids=self.ids[rows], paths=[self.paths[i] for i in rows], root_ids=self.root_ids[rows],
-            sizes=self.sizes[rows], widths=self.widths[rows], heights=self.heights[rows],
+            paths=[self.paths[i] for i in rows], sizes=self.sizes[rows], widths=self.widths[rows], heights=self.heights[rows],
             tensors=self.tensors[rows],
             mtimes=None if self.mtimes is None else self.mtimes[rows],
             formats=None if self.formats is None else [self.formats[i] for i in rows],
@@ -353,25 +350,23 @@ class Catalog:
 
         where, params = _below_sql(folders)
         rows = self._raw_query(
-            "SELECT f.id, f.path, f.root_id, f.size, f.width, f.height, t.data, f.mtime_ns, f.format "
+            "SELECT f.path, f.size, f.width, f.height, t.data, f.mtime_ns, f.format "
             "FROM files f JOIN tensors t ON t.file_id = f.id "
             f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where} ORDER BY f.path",
             [px_size, recipe, *params],
         )
         n = len(rows)
-        blob = b"".join(r[6] for r in rows)
+        blob = b"".join(r[4] for r in rows)
         tensors = np.frombuffer(blob, dtype=np.uint8).reshape(n, px_size, px_size, 3)
-        cols = np.array([(r[0], r[2], r[3], r[4], r[5], r[7]) for r in rows], dtype=np.int64).reshape(n, 6)
+        cols = np.array([(*r[1:4], r[5]) for r in rows], dtype=np.int64).reshape(n, 4)
         return SearchInput(
-            ids=cols[:, 0].copy(),
-            paths=[bytes(r[1]) for r in rows],
-            root_ids=cols[:, 1].copy(),
-            sizes=cols[:, 2].copy(),
-            widths=cols[:, 3].copy(),
-            heights=cols[:, 4].copy(),
+            paths=[bytes(r[0]) for r in rows],
+            sizes=cols[:, 0].copy(),
+            widths=cols[:, 1].copy(),
+            heights=cols[:, 2].copy(),
             tensors=tensors,
-            mtimes=cols[:, 5].copy(),
-            formats=[r[8] for r in rows],
+            mtimes=cols[:, 3].copy(),
+            formats=[r[6] for r in rows],
         )
 
     def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
