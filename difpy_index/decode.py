@@ -150,6 +150,8 @@ class Decoded:
     gone: bool = False
     orientation: int | None = None
     format: str | None = None
+    #: st_ctime_ns when decoded: ``touch -r`` can set mtime back, never ctime
+    ctime_ns: int = 0
 
 
 def one_line(exc: BaseException) -> str:
@@ -324,12 +326,14 @@ def decode_file(path: bytes, px_sizes: tuple[int, ...], fast: bool = False) -> D
         st = _stat_or_none(path)
         if st is None:
             return Decoded(path, gone=True)
-        return Decoded(path, st.st_size, st.st_mtime_ns, st.st_ino, error=one_line(exc))
+        return Decoded(path, st.st_size, st.st_mtime_ns, st.st_ino, error=one_line(exc),
+                       ctime_ns=st.st_ctime_ns)
     before = os.fstat(fd)
+    ctime = before.st_ctime_ns
     stat_fields = (before.st_size, before.st_mtime_ns, before.st_ino)
     if not stat.S_ISREG(before.st_mode):
         os.close(fd)
-        return Decoded(path, *stat_fields, error="not a regular file")
+        return Decoded(path, *stat_fields, error="not a regular file", ctime_ns=ctime)
     with open(fd, "rb") as fh:
         try:
             with warnings.catch_warnings():
@@ -338,13 +342,13 @@ def decode_file(path: bytes, px_sizes: tuple[int, ...], fast: bool = False) -> D
                 with open_image(fh, path, fast=fast, min_side=max(px_sizes)) as op:
                     tensors = tensors_of(op.image, px_sizes, fast)
         except Exception as exc:  # any decoder failure makes the file invalid
-            result = Decoded(path, *stat_fields, error=one_line(exc))
+            result = Decoded(path, *stat_fields, error=one_line(exc), ctime_ns=ctime)
         else:
             result = Decoded(path, *stat_fields, width=op.width, height=op.height,
                              tensors=tensors, orientation=op.orientation,
-                             format=op.format[:16] or None)
+                             format=op.format[:16] or None, ctime_ns=ctime)
         after = os.fstat(fh.fileno())
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (before.st_size, before.st_mtime_ns, ctime):
         return Decoded(path, gone=True)  # still being written: try again on the next update
     return result
 

@@ -19,6 +19,7 @@ class FileStat:
     mtime_ns: int
     inode: int
     root: bytes  # the root under which it was found first
+    ctime_ns: int = 0  # part of the change test: ``touch -r`` cannot set it back
 
 
 @dataclass(slots=True)
@@ -142,7 +143,8 @@ def _walk(
             if real in seen_files:
                 continue
             seen_files.add(real)
-            result.files.append(FileStat(real, fst.st_size, fst.st_mtime_ns, fst.st_ino, root))
+            result.files.append(FileStat(real, fst.st_size, fst.st_mtime_ns, fst.st_ino, root,
+                                         fst.st_ctime_ns))
         for sub in subdirs:
             _walk(root, sub, options, result, rs, seen_files, active)
     finally:

@@ -133,6 +133,16 @@ def run_update(
     return report
 
 
+def unchanged(row: KnownFile, f: FileStat) -> bool:
+    """Is the file the one the row describes? Size, mtime, inode and ctime must all agree:
+    an edit that keeps the size (BMP, TIFF, PPM) and sets the mtime back (``touch -r``)
+    still moves ctime, and a file replaced by another one has another inode. A row with no
+    ctime or inode (written before schema 0002) is "not seen yet": changed, once."""
+    if row.ctime_ns is None or row.inode is None:
+        return False
+    return (row.size, row.mtime_ns, row.inode, row.ctime_ns) == (f.size, f.mtime_ns, f.inode, f.ctime_ns)
+
+
 def apply_changes(
     catalog: Catalog,
     files: list[FileStat],
@@ -155,7 +165,7 @@ def apply_changes(
     need: dict[bytes, tuple[int, ...]] = {}
     for f in files:
         k = known.get(f.path)
-        if k is not None and (k.size, k.mtime_ns) == (f.size, f.mtime_ns):
+        if k is not None and unchanged(k, f):
             if k.status == "invalid" and not access_error(k.error):
                 report.reused += 1
                 report.invalid += 1
@@ -174,7 +184,7 @@ def apply_changes(
     for f in todo:
         g = by_identity.pop((f.size, f.mtime_ns, f.inode), None) if f.path not in known else None
         if g is not None and catalog.move_row(g.path, f.path, f.size, f.mtime_ns, f.inode,
-                                              root_ids.get(f.root)):
+                                              root_ids.get(f.root), f.ctime_ns):
             gone.remove(g)
             report.renamed += 1
             if g.status == "invalid":
@@ -275,7 +285,7 @@ def run_update_paths(
             continue
         if stat_mod.S_ISREG(st.st_mode):
             real = os.path.realpath(p) if os.path.islink(p) else p
-            files.append(FileStat(real, st.st_size, st.st_mtime_ns, st.st_ino, root))
+            files.append(FileStat(real, st.st_size, st.st_mtime_ns, st.st_ino, root, st.st_ctime_ns))
         else:
             missing.append(p)  # replaced by a folder or a special file
     known = catalog.files_by_path([f.path for f in files] + missing)

@@ -35,6 +35,7 @@ class KnownFile:
     error: str | None
     width: int | None
     height: int | None
+    ctime_ns: int | None = None  # None: written before schema 0002, "not seen yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,7 @@ class Catalog:
     def record(self, results: Sequence[Decoded], root_of: dict[bytes, int], recipe: str) -> None:
         """Write one batch of decode results in one transaction.
 
-        A file whose size or mtime changed loses its tensors of every other size.
+        A file whose size, mtime, inode or ctime changed loses its tensors of every other size.
         """
         from sqlalchemy import delete, select
         from sqlalchemy.dialects.sqlite import insert
@@ -229,13 +230,16 @@ class Catalog:
         with self.write() as conn:
             paths = [d.path for d in results]
             old = {
-                r.path: (r.id, r.size, r.mtime_ns)
-                for r in conn.execute(select(File.path, File.id, File.size, File.mtime_ns).where(File.path.in_(paths)))
+                r.path: (r.id, r.size, r.mtime_ns, r.inode, r.ctime_ns)
+                for r in conn.execute(
+                    select(File.path, File.id, File.size, File.mtime_ns, File.inode, File.ctime_ns)
+                    .where(File.path.in_(paths))
+                )
             }
             stale = [
                 old[d.path][0]
                 for d in results
-                if d.path in old and old[d.path][1:] != (d.size, d.mtime_ns)
+                if d.path in old and old[d.path][1:] != (d.size, d.mtime_ns, d.inode, d.ctime_ns)
             ]
             if stale:
                 conn.execute(delete(Tensor).where(Tensor.file_id.in_(stale)))
@@ -246,6 +250,7 @@ class Catalog:
                     "size": d.size,
                     "mtime_ns": d.mtime_ns,
                     "inode": d.inode,
+                    "ctime_ns": d.ctime_ns,
                     "status": "invalid" if d.error else "ok",
                     "error": d.error,
                     "width": d.width if not d.error else None,
@@ -260,7 +265,8 @@ class Catalog:
                     index_elements=["path"],
                     set_={
                         k: ins.excluded[k]
-                        for k in ("size", "mtime_ns", "inode", "status", "error", "width", "height", "updated_ns")
+                        for k in ("size", "mtime_ns", "inode", "ctime_ns", "status", "error", "width",
+                                  "height", "updated_ns")
                     },
                 ),
                 rows,
@@ -305,8 +311,9 @@ class Catalog:
         return self.remove([k.id for k in known.values()])
 
     def move_row(self, old: bytes, new: bytes, size: int, mtime_ns: int, inode: int | None,
-                 root_id: int | None = None) -> bool:
-        """A rename: the row (and its tensors) follows the file without a decode."""
+                 root_id: int | None = None, ctime_ns: int | None = None) -> bool:
+        """A rename: the row (and its tensors) follows the file without a decode. A rename
+        moves ctime, so the new ctime is taken as is (size, mtime and inode vouch)."""
         from sqlalchemy import delete, select, update
 
         from .models import File, Tensor
@@ -322,7 +329,7 @@ class Catalog:
             conn.execute(
                 update(File)
                 .where(File.id == row.id)
-                .values(path=new, size=size, mtime_ns=mtime_ns, inode=inode,
+                .values(path=new, size=size, mtime_ns=mtime_ns, inode=inode, ctime_ns=ctime_ns,
                         root_id=root_id if root_id is not None else row.root_id,
                         updated_ns=now_ns())
             )
@@ -401,7 +408,7 @@ def _file_cols() -> tuple[Any, ...]:
 
     return (
         File.id, File.path, File.root_id, File.size, File.mtime_ns, File.inode,
-        File.status, File.error, File.width, File.height,
+        File.status, File.error, File.width, File.height, File.ctime_ns,
     )
 
 
