@@ -2,13 +2,15 @@
 """Benchmark: what a ``difpy-index watch`` daemon costs at rest, and how long a new file
 takes from its last write to its row in the catalog. Not collected by pytest. Usage:
 
-    python tests/benchmarks/bench_watch.py [--polling] [--files 200] [--idle 20] [--n 10]
+    python tests/benchmarks/bench_watch.py [--polling] [--files 200] [--idle 20] [--n 10] [--seed 0]
 
 Starts the real CLI daemon (default settings: 1 s debounce, 1 s stable-wait) as a
 subprocess on a scratch folder, waits for the start-up reconcile, samples the daemon's
 CPU time (utime+stime from /proc/<pid>/stat) over ``--idle`` seconds and its VmRSS, then
 writes ``--n`` 640x480 PNGs one at a time and polls the catalog (read-only SQLite, every
 10 ms) from the moment each write returns until its row exists. Linux only (/proc).
+difPy 4.2.1 has no watcher, so there is nothing to compare with: the figures are
+difpy-index's own.
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import write_image
+import numpy as np
+from PIL import Image
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int]) -> None:
+    """A PNG of uniform noise from ``seed`` (incompressible: the slowest file to decode)."""
+    w, h = size
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(path, "PNG")
 
 
 def has_row(cat: Path, path: str) -> bool:
@@ -51,18 +61,21 @@ def rss_mib(pid: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--polling", action="store_true")
-    ap.add_argument("--files", type=int, default=200)
-    ap.add_argument("--idle", type=float, default=20.0)
-    ap.add_argument("--n", type=int, default=10)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--polling", action="store_true", help="watchdog's polling observer")
+    ap.add_argument("--files", "--size", dest="files", type=int, default=200,
+                    help="files catalogued before the idle measurement")
+    ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle sampling")
+    ap.add_argument("--n", type=int, default=10, help="new files timed one at a time")
+    ap.add_argument("--seed", type=int, default=0, help="picture seed")
     a = ap.parse_args()
+    print("(no difPy counterpart: difPy 4.2.1 has no watcher; these are difpy-index's own figures)")
     mode = "polling" if a.polling else "native"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(os.path.realpath(tmp)) / "pics"
         cat = Path(tmp) / "cat.sqlite"
         for i in range(a.files):
-            write_image(root / f"seed_{i}.png", 10_000 + i, size=(64, 48))
+            write_image(root / f"seed_{i}.png", a.seed * 1_000_003 + 10_000 + i, size=(64, 48))
         args = [sys.executable, "-m", "difpy_index", "--catalog", str(cat), "-q", "watch", str(root)]
         if a.polling:
             args.insert(-1, "--polling")
@@ -79,7 +92,7 @@ def main() -> None:
             lat = []
             for i in range(a.n):
                 path = root / f"new_{i}.png"
-                write_image(path, i, size=(640, 480))
+                write_image(path, a.seed * 1_000_003 + i, size=(640, 480))
                 t = time.monotonic()
                 while not has_row(cat, str(path)):
                     time.sleep(0.01)
