@@ -71,7 +71,7 @@ class Skip:
 class ActionReport:
     """What an action did (or, with ``dry_run``, would do). Paths are absolute real paths."""
 
-    action: str  # "move" or "delete"
+    action: str  # "move", "delete" or "trash" (trashed files are listed in ``deleted``)
     dry_run: bool = False
     destination: str | None = None
     moved: list[tuple[str, str]] = field(default_factory=list)
@@ -107,7 +107,10 @@ class ActionReport:
         n = len(self.deleted)
         if n == 0 and not self.skipped:
             return "Nothing to delete: no lower-quality files."
-        verb = "Would delete" if self.dry_run else "Deleted"
+        if self.action == "trash":
+            verb = "Would move to the trash" if self.dry_run else "Moved to the trash"
+        else:
+            verb = "Would delete" if self.dry_run else "Deleted"
         return f"{verb} {n} file(s){skipped}"
 
 
@@ -388,17 +391,32 @@ def _question(steps: Sequence[Step]) -> str:
     return f"{len(steps)} lower-quality file(s), {human_size(total)} in all.\n{QUESTION}"
 
 
-def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False) -> ActionReport:
-    """Delete every verified lower-quality file, after difPy's question unless ``silent_del``."""
+def _send_to_trash() -> Any:
+    """send2trash's function, imported only when a trash action runs."""
+    try:
+        from send2trash import send2trash
+    except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
+        raise ActionRefused("--trash needs the send2trash package: pip install send2trash") from None
+    return send2trash
+
+
+def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False,
+           trash: bool = False) -> ActionReport:
+    """Delete every verified lower-quality file, after difPy's question unless ``silent_del``.
+
+    ``trash=True`` sends each file to the desktop trash (send2trash) instead, after the same
+    verification; it does not ask, since the trash can give the files back.
+    """
     if not isinstance(silent_del, bool):
         raise ActionRefused(f"invalid silent_del {silent_del!r}: must be True or False")
     index = _index_of(result)
-    report = ActionReport("delete", dry_run=dry_run)
+    report = ActionReport("trash" if trash else "delete", dry_run=dry_run)
     steps, skips = steps_for(result)
     report.skipped.extend(skips)
     if not steps:
         return report
-    if not silent_del and not dry_run:
+    to_trash = _send_to_trash() if trash else None
+    if not silent_del and not dry_run and not trash:
         if not _can_ask():
             raise ActionRefused(
                 "refusing to delete without confirmation: no terminal to ask "
@@ -425,9 +443,13 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
             report.skipped.append(Skip(s.member, "changed during the action"))
             continue
         try:
-            os.unlink(os.fsencode(s.member))
+            if to_trash is not None:
+                to_trash(s.member)
+            else:
+                os.unlink(os.fsencode(s.member))
         except OSError as exc:
-            report.skipped.append(Skip(s.member, f"could not delete: {exc.strerror or exc}"))
+            verb = "move to the trash" if to_trash is not None else "delete"
+            report.skipped.append(Skip(s.member, f"could not {verb}: {exc.strerror or exc}"))
             continue
         index.forget([os.fsencode(s.member)])
         report.deleted.append(s.member)

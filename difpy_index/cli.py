@@ -9,22 +9,102 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import DifpyIndexError
 from .results import human_size
 
+#: Global options, also accepted after the subcommand: (names, takes a value).
+_GLOBAL_FLAGS = {"-v", "--verbose", "-q", "--quiet"}
+_GLOBAL_VALUED = {"--catalog"}
+
+
+def _hoist_globals(args: list[str], commands: Any) -> list[str]:
+    """Move global options that follow the subcommand in front of it, so that
+    ``search DIR -v --catalog X`` means ``-v --catalog X search DIR``."""
+    i = 0
+    while i < len(args):  # find the subcommand
+        a = args[i]
+        if a in _GLOBAL_VALUED:
+            i += 2
+            continue
+        if not a.startswith("-"):
+            break
+        i += 1
+    if i >= len(args) or args[i] not in commands:
+        return args
+    head, cmd, rest = args[:i], args[i], args[i + 1 :]
+    moved: list[str] = []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        a = rest[j]
+        if a == "--":
+            kept.extend(rest[j:])
+            break
+        if a in _GLOBAL_FLAGS or (a.startswith("-v") and set(a[1:]) == {"v"}):
+            moved.append(a)
+        elif a in _GLOBAL_VALUED and j + 1 < len(rest):
+            moved.extend(rest[j : j + 2])
+            j += 1
+        elif a.split("=", 1)[0] in _GLOBAL_VALUED:
+            moved.append(a)
+        else:
+            kept.append(a)
+        j += 1
+    return [*head, *moved, cmd, *kept]
+
+
+def _click_exception() -> type[Exception]:
+    """typer's (vendored) ClickException, found from the public ``typer.BadParameter``."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _Group(TyperGroup):
+    """Global options after the subcommand too, and usage errors as one line on stderr."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _hoist_globals(list(args), self.commands))
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **kwargs: Any) -> Any:
+        call = {"args": args, "prog_name": prog_name, "complete_var": complete_var,
+                "windows_expand_args": windows_expand_args, **kwargs}
+        if not standalone_mode:
+            return super().main(standalone_mode=False, **call)
+        try:
+            rv = super().main(standalone_mode=False, **call)
+        except _click_exception() as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help(), err=True)
+            else:
+                path = ctx.command_path if ctx is not None else (prog_name or "difpy-index")
+                where = f" (see '{path} --help')"
+                err(f"error: {exc.format_message()}{where}")  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            err("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
     help="Find duplicate and similar images, difPy-compatible, over a persistent catalog.",
 )
 
@@ -105,6 +185,8 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            raise  # the reader went away (| head): silent, as typer handles it
         except DifpyIndexError as exc:
             if verbose:
                 logging.getLogger("difpy_index").exception("error")
@@ -158,15 +240,24 @@ def _catalog_failure(exc: BaseException, catalog: Path | None) -> tuple[str, int
     return f"catalog {catalog}: {text}", 1
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"difpy-index {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
     catalog: Annotated[
         Path | None,
-        typer.Option("--catalog", envvar="DIFPY_INDEX_CATALOG", help="Catalog file (SQLite)."),
+        typer.Option("--catalog", envvar="DIFPY_INDEX_CATALOG", metavar="PATH", help="Catalog file (SQLite; also after the command)."),
     ] = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log output; tracebacks.")] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False, help="More log output; tracebacks (also after the command).")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress (also after the command).")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit.")] = False,
 ) -> None:
     """Find duplicate and similar images, difPy-compatible, over a persistent catalog."""
     ctx.obj = State(catalog=catalog, verbose=verbose, quiet=quiet)
@@ -179,10 +270,11 @@ def main_options(
     root.propagate = False
 
 
-def _open(state: State) -> Any:
+def _open(state: State, create: bool = True) -> Any:
+    """The catalog; the commands that only read pass ``create=False`` (never create one)."""
     from .index import Index
 
-    return Index.open(state.catalog)
+    return Index.open(state.catalog, create=create)
 
 
 def _progress(state: State, json_out: bool) -> Any:
@@ -199,9 +291,9 @@ def _print_json(obj: Any) -> None:
     typer.echo(printable(json.dumps(obj, ensure_ascii=False, indent=None, default=str)))
 
 
-Dirs = Annotated[list[Path], typer.Argument(help="Folders to index.", show_default=False)]
-PxSize = Annotated[int, typer.Option("--px-size", help="Tensor size in pixels (10..5000), as difPy.")]
-Processes = Annotated[int | None, typer.Option("--processes", help="Worker processes (default: all cores).")]
+Dirs = Annotated[list[Path], typer.Argument(metavar="DIR", help="Folders to index.", show_default=False)]
+PxSize = Annotated[int, typer.Option("--px-size", metavar="N", help="Tensor size in pixels (10..5000), as difPy.")]
+Processes = Annotated[int | None, typer.Option("--processes", metavar="N", help="Worker processes (default: all cores).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
@@ -209,7 +301,8 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 @handle_errors
 def update(
     ctx: typer.Context,
-    dirs: Dirs,
+    dirs: Annotated[list[Path] | None, typer.Argument(
+        metavar="DIR", help="Folders to index (default: refresh every folder already indexed).", show_default=False)] = None,
     px_size: PxSize = 50,
     processes: Processes = None,
     no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Only the folders themselves, not their subfolders.")] = False,
@@ -217,19 +310,27 @@ def update(
     all_extensions: Annotated[bool, typer.Option("--all-extensions", help="Try every file, not only image extensions.")] = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Index folders: decode new and changed files, drop deleted ones."""
+    """Index folders: decode new and changed files, drop deleted ones (no DIR: every root)."""
     state = _state(ctx)
     with _open(state) as idx:
+        if not dirs and not idx.root_paths():
+            raise_usage("no folder given and none indexed yet: run 'difpy-index update DIR'")
         report = idx.update(
-            [str(d) for d in dirs], px_size=px_size, recursive=not no_recursive,
+            [str(d) for d in dirs] if dirs else None, px_size=px_size, recursive=not no_recursive,
             include_hidden=include_hidden, limit_extensions=not all_extensions,
             processes=processes, progress=_progress(state, json_out),
         )
     for path, reason in report.problems:
         if not state.quiet:
             err(f"warning: {path}: {reason}")
-    for m in report.missing_roots:
-        err(f"warning: {m} is missing or empty (unmounted?); its catalog entries were kept")
+    # a missing root was logged once by update itself
+    if state.verbose and not json_out:
+        for p, reason in sorted(report.invalid_files.items()):
+            err(f"invalid: {os.fsdecode(p)}: {reason}")
+        from .update import skip_reason
+
+        for p in sorted(report.skipped_paths):
+            err(f"skipped: {os.fsdecode(p)}: {skip_reason(p)}")
     if json_out:
         _print_json(report.to_dict())
     elif not state.quiet:
@@ -242,10 +343,28 @@ def update(
 
 @app.command()
 @handle_errors
+def forget(
+    ctx: typer.Context,
+    roots: Annotated[list[Path], typer.Argument(metavar="ROOT", help="Indexed folders to drop (as 'status' lists them).", show_default=False)],
+    json_out: JsonOut = False,
+) -> None:
+    """Drop indexed folders and all their rows from the catalog (the files are not touched)."""
+    state = _state(ctx)
+    with _open(state, create=False) as idx:
+        dropped = idx.forget_roots([str(r) for r in roots])
+    if json_out:
+        _print_json({"forgotten": dropped})
+    elif not state.quiet:
+        for root, n in dropped.items():
+            err(f"forgot {escape(root)} ({_n(n, 'file')})")
+
+
+@app.command()
+@handle_errors
 def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
     """Summarise the catalog: roots, files, invalid files, sizes, schema revision."""
     state = _state(ctx)
-    with _open(state) as idx:
+    with _open(state, create=False) as idx:
         info = idx.status()
     if json_out:
         _print_json(info)
@@ -257,6 +376,24 @@ def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
         typer.echo(f"root     {r}")
 
 
+NoUpdate = Annotated[bool, typer.Option(
+    "--no-update", help="Read the catalog as it is; do not bring the searched folders up to date first.")]
+
+
+def _refresh(idx: Any, state: State, roots: list[bytes], px_size: int, processes: int | None,
+             json_out: bool) -> set[str]:
+    """The incremental update ``search``/``query`` run first (near-free when nothing
+    changed); returns the missing roots it has already warned about."""
+    if not roots:
+        return set()
+    report = idx.update(roots, px_size=px_size, processes=processes,
+                        progress=_progress(state, json_out))
+    if report.decoded or report.removed:
+        logging.getLogger("difpy_index").info(
+            "brought up to date: %d decoded, %d removed", report.decoded, report.removed)
+    return set(report.missing_roots)
+
+
 class OutFormat(StrEnum):
     text = "text"
     json = "json"
@@ -264,7 +401,7 @@ class OutFormat(StrEnum):
 
 
 Similarity = Annotated[
-    str, typer.Option("-s", "--similarity", help="'duplicates' (0), 'similar' (5), 'near', or a number >= 0.")
+    str, typer.Option("-s", "--similarity", metavar="duplicates|similar|near|N", help="'duplicates' (0), 'similar' (5), 'near', or a number >= 0.")
 ]
 Rotate = Annotated[bool, typer.Option("--rotate/--no-rotate", help="Also match 90/180/270-degree rotations.")]
 SameDim = Annotated[
@@ -277,7 +414,7 @@ SameDim = Annotated[
 @handle_errors
 def search(
     ctx: typer.Context,
-    dirs: Annotated[list[Path] | None, typer.Argument(help="Folders to search (default: the whole catalog).", show_default=False)] = None,
+    dirs: Annotated[list[Path] | None, typer.Argument(metavar="DIR", help="Folders to search (default: the whole catalog).", show_default=False)] = None,
     similarity: Similarity = "duplicates",
     rotate: Rotate = True,
     same_dim: SameDim = None,
@@ -298,28 +435,38 @@ def search(
     output_dir: Annotated[Path | None, typer.Option(
         "-Z", "--output-dir", metavar="DIR",
         help="Also write difPy's three difPy_<time>_*.json files into DIR (never overwriting).")] = None,
-    move_to: Annotated[Path | None, typer.Option("--move-to", help="Move lower-quality files into this folder.")] = None,
+    move_to: Annotated[Path | None, typer.Option("--move-to", metavar="DEST", help="Move lower-quality files into this folder.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete lower-quality files (asks first).")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what --move-to/--delete would do; change nothing.")] = False,
-    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML review page of the groups.")] = None,
+    trash: Annotated[bool, typer.Option("--trash", help="Send lower-quality files to the desktop trash (verified as for --delete).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what --move-to/--delete/--trash would do; change nothing.")] = False,
+    report: Annotated[Path | None, typer.Option("--report", metavar="PAGE.html", help="Write an HTML review page of the groups.")] = None,
+    no_update: NoUpdate = False,
 ) -> None:
     """Find duplicate and similar images among the cached tensors."""
     state = _state(ctx)
-    if move_to is not None and delete:
-        raise_usage("--move-to and --delete are mutually exclusive")
+    if (move_to is not None) + delete + trash > 1:
+        raise_usage("--move-to, --delete and --trash are mutually exclusive")
     if json_out:
         if output_format not in (OutFormat.text, OutFormat.json):
             raise_usage(f"--json and --format {output_format.value} contradict each other")
         output_format = OutFormat.json
-    if dry_run and move_to is None and not delete:
-        raise_usage("--dry-run needs --move-to DEST or --delete")
-    with _open(state) as idx:
+    if dry_run and move_to is None and not delete and not trash:
+        raise_usage("--dry-run needs --move-to DEST, --delete or --trash")
+    with _open(state, create=False) as idx:
+        warned = set()
+        if not no_update:
+            scope = [str(d) for d in [*(dirs or []), *(reference or [])]] if dirs else None
+            warned = _refresh(idx, state, idx.owning_roots(scope), px_size, processes,
+                              output_format is OutFormat.json)
         found = idx.search(
             [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
             same_dim=same_dim, in_folder=in_folder, px_size=px_size, processes=processes,
             keep=keep, reference=[str(r) for r in reference] if reference else None,
         )
+        for r in found.unreachable:
+            if r not in warned:
+                err(f"warning: {r} is missing or empty (unmounted?); its files are left out")
         payload: dict[str, Any] = found.to_dict()
         actions = None
         if report is not None:
@@ -330,6 +477,8 @@ def search(
             actions = found.move_to(str(move_to), dry_run=dry_run)
         elif delete:  # without --yes and a terminal, actions refuses (exit 2), unless nothing to do
             actions = found.delete(silent_del=yes, dry_run=dry_run)
+        elif trash:
+            actions = found.trash(dry_run=dry_run)
         if actions is not None:
             payload["actions"] = actions.to_dict()
             for skip in actions.skipped:
@@ -432,16 +581,21 @@ def raise_usage(message: str) -> None:
 @handle_errors
 def query(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(help="Images to look up (indexed or not).", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Images to look up (indexed or not).", show_default=False)],
     similarity: Similarity = "duplicates",
     rotate: Rotate = True,
     same_dim: SameDim = None,
     px_size: PxSize = 50,
     json_out: JsonOut = False,
+    no_update: NoUpdate = False,
 ) -> None:
     """Find the catalog files that match the given images."""
     state = _state(ctx)
-    with _open(state) as idx:
+    with _open(state, create=False) as idx:
+        warned = set() if no_update else _refresh(idx, state, idx.root_paths(), px_size, None, json_out)
+        for r in idx.unreachable_roots():
+            if os.fsdecode(r) not in warned:
+                err(f"warning: {os.fsdecode(r)} is missing or empty (unmounted?); its files are left out")
         found = idx.query(
             [str(i) for i in images], similarity=similarity, rotate=rotate, same_dim=same_dim,
             px_size=px_size,
@@ -459,7 +613,7 @@ def query(
 @handle_errors
 def watch(
     ctx: typer.Context,
-    dirs: Annotated[list[Path], typer.Argument(help="Folders to keep indexed.", show_default=False)],
+    dirs: Annotated[list[Path], typer.Argument(metavar="DIR", help="Folders to keep indexed.", show_default=False)],
     polling: Annotated[bool, typer.Option("--polling", help="Poll instead of OS events (network shares).")] = False,
     px_size: PxSize = 50,
     processes: Processes = None,
@@ -485,28 +639,32 @@ def watch(
 def apply(
     ctx: typer.Context,
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A plan downloaded from a --report page.", show_default=False)],
-    move_to: Annotated[Path | None, typer.Option("--move-to", help="Move the plan's files into this folder.")] = None,
+    move_to: Annotated[Path | None, typer.Option("--move-to", metavar="DEST", help="Move the plan's files into this folder.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete the plan's files (asks first).")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
+    trash: Annotated[bool, typer.Option("--trash", help="Send the plan's files to the desktop trash.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")] = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Move or delete exactly the files of a review plan, verified like search --move-to/--delete."""
+    """Move, delete or trash exactly the files of a review plan, verified like search's actions."""
     from .index import Index
     from .plan import apply_plan, load_plan
 
     state = _state(ctx)
-    if (move_to is None) == (not delete):
-        raise_usage("give exactly one of --move-to DEST or --delete")
+    if (move_to is not None) + delete + trash != 1:
+        raise_usage("give exactly one of --move-to DEST, --delete or --trash")
     plan = load_plan(plan_file)
     # without --yes and a terminal, actions refuses (exit 2), as for search --delete
     with Index.open(state.catalog if state.catalog is not None else plan.catalog) as idx:
-        actions = apply_plan(idx, plan, move_to=move_to, delete=delete, yes=yes, dry_run=dry_run)
+        actions = apply_plan(idx, plan, move_to=move_to, delete=delete, yes=yes, dry_run=dry_run,
+                             trash=trash)
     for skip in actions.skipped:
         err(f"skipped: {skip.path}: {skip.reason}")
     if json_out:
         _print_json({"actions": actions.to_dict()})
-    elif not state.quiet:
+        return
+    _print_actions(actions.to_dict())
+    if not state.quiet:
         typer.echo(actions.summary())
 
 

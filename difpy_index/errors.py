@@ -19,6 +19,13 @@ class CatalogError(DifpyIndexError):
     """The catalog file cannot be used."""
 
 
+class NoCatalogError(CatalogError):
+    """A command that only reads was pointed at a catalog that does not exist: it is never
+    created by a read (a mistyped --catalog would otherwise look like an empty one)."""
+
+    exit_code = 2
+
+
 class NotACatalogError(CatalogError):
     """The file exists but is not a difpy-index catalog; it is left untouched."""
 

@@ -57,15 +57,22 @@ class Index:
 
     # -- lifecycle ----------------------------------------------------------------------
     @classmethod
-    def open(cls, path: PathLike | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Index:
-        """Open (creating or migrating as needed) the catalog at ``path``."""
-        from .errors import CatalogError
+    def open(cls, path: PathLike | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+             create: bool = True) -> Index:
+        """Open (creating or migrating as needed) the catalog at ``path``.
+
+        ``create=False`` refuses a catalog that does not exist yet (``NoCatalogError``):
+        what the read-only commands use, so a mistyped path is an error, not an empty result.
+        """
+        from .errors import CatalogError, NoCatalogError
         from .store import migrate
         from .store.catalog import Catalog
         from .store.db import make_engine
 
         p = Path(os.fsdecode(path)).expanduser() if path is not None else default_catalog_path()
         p = p.absolute()
+        if not create and not p.exists():
+            raise NoCatalogError(f"no catalog at {p}; run 'difpy-index update DIR' first")
         found = migrate.inspect_file(p)
         needs = migrate.check_revision(p, found)
         try:
@@ -230,6 +237,55 @@ class Index:
         """Drop the rows of these paths (files an action moved or deleted)."""
         return self._catalog.forget_paths(paths)
 
+    def forget_roots(self, roots: PathLike | Iterable[PathLike]) -> dict[str, int]:
+        """Drop indexed roots and every row of their files, for good (the files on disk are
+        not touched); {root: files dropped}. Each must be an indexed root, reachable or not."""
+        known = {r.path: r.id for r in self._catalog.roots()}
+        wanted: list[bytes] = []
+        for r in _as_list(roots):
+            raw = os.fsencode(os.path.expanduser(os.fsdecode(r)))
+            real = os.path.realpath(raw)
+            hit = real if real in known else os.path.abspath(raw)
+            if hit not in known:
+                raise UsageError(
+                    f"not an indexed root: {display(real)} (the roots are listed by "
+                    "'difpy-index status')"
+                )
+            if hit not in wanted:
+                wanted.append(hit)
+        return {display(r): self._catalog.remove_root(known[r]) for r in wanted}
+
+    def owning_roots(self, dirs: PathLike | Iterable[PathLike] | None = None) -> list[bytes]:
+        """The indexed roots holding ``dirs`` (None: every root), for a refresh first."""
+        roots = self.root_paths()
+        if dirs is None:
+            return roots
+        out: list[bytes] = []
+        for d in self._resolve_search_dirs(dirs) or []:
+            own = [r for r in roots if d == r or d.startswith(r.rstrip(b"/") + b"/")]
+            for r in own:
+                if r not in out:
+                    out.append(r)
+        return out
+
+    def unreachable_roots(self, roots: Sequence[bytes] | None = None) -> list[bytes]:
+        """Roots that are gone or empty (an unmounted drive) while the catalog holds files
+        for them: their rows are kept, and searches leave their files out."""
+        out = []
+        for r in self._catalog.roots():
+            if roots is not None and r.path not in roots:
+                continue
+            if r.files + r.invalid == 0:
+                continue
+            try:
+                with os.scandir(r.path) as it:
+                    if next(it, None) is not None:
+                        continue
+            except OSError:
+                pass
+            out.append(r.path)
+        return out
+
     def paths_below(self, folder: bytes) -> list[bytes]:
         """Every indexed path (valid or not) strictly below ``folder``."""
         return [k.path for k in self._catalog.files_in([folder])]
@@ -268,6 +324,8 @@ class Index:
         ``recursive=False`` searches only the files directly inside the folders (difPy's
         ``build(recursive=False)``), even if the catalog also holds their subfolders.
         """
+        import numpy as np
+
         from . import keep as keeprules
         from . import match
 
@@ -284,6 +342,11 @@ class Index:
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
         data = self._catalog.search_input(sp.px_size, self.recipe, scope)
         self._check_px_cached(data, sp.px_size, scope)
+        unreachable = self.unreachable_roots()
+        if unreachable:
+            gone = _under_any(data.paths, unreachable)
+            if gone.any():
+                data = data.take(np.flatnonzero(~gone))
         if not recursive:
             tops = scope if scope is not None else self.root_paths()
             data = _top_level(data, tops)
@@ -358,6 +421,7 @@ class Index:
                         "keep": keeprules.describe(criteria),
                         "reference": [display(r) for r in refs],
                     },
+                    "unreachable_roots": [display(r) for r in unreachable],
                     "files_searched": n_files,
                     "matches_found": {
                         "duplicates": sum(1 for g in groups for m in g.members if m.mse == 0),
@@ -372,6 +436,7 @@ class Index:
             threshold=sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, px_size=sp.px_size,
             folders=[display(f) for f in (scope if scope is not None else self.root_paths())],
             keep=keeprules.describe(criteria), reference=[display(r) for r in refs], facts=facts,
+            unreachable=[display(r) for r in unreachable],
             _index=self,
         )
 
@@ -404,6 +469,9 @@ class Index:
         sp = SearchParams.parse(similarity, rotate=rotate, same_dim=same_dim, px_size=px_size)
         px_size = sp.px_size
         data = self._catalog.search_input(px_size, self.recipe, None)
+        unreachable = self.unreachable_roots()
+        if unreachable:
+            data = data.take(np.flatnonzero(~_under_any(data.paths, unreachable)))
         init_worker(self.max_pixels)
         out: list[QueryMatch] = []
         for image in _as_list(images):

@@ -2,7 +2,11 @@
 
 A plan is the reviewer's decision, not a new search: ``{"version": 1, "catalog": ...,
 "threshold": ..., "rotate": ..., "same_dim": ..., "px_size": ..., "folders": [...],
-"actions": [{"path": member, "key": key}, ...]}``. It is turned into a ``SearchResult``
+"reference": [...], "keep": [...], "actions": [{"path": member, "key": key}, ...]}``
+(``reference`` and ``keep`` are optional, so plans written before them still load). When
+the reviewer picked "keep this one instead", the group's actions name that file as their
+key and ``keep`` lists it: it is never acted on, nor is any file under a ``reference``
+folder. It is turned into a ``SearchResult``
 holding exactly those (key, member) pairs and handed to ``actions.move_to`` /
 ``actions.delete``, so a plan gets the very same checks as ``search --move-to/--delete``:
 member and key exist and still match the catalog (re-decoded and re-compared when
@@ -39,6 +43,8 @@ class Plan:
     px_size: int
     catalog: str | None = None
     folders: tuple[str, ...] = field(default_factory=tuple)
+    reference: tuple[str, ...] = field(default_factory=tuple)
+    keep: tuple[str, ...] = field(default_factory=tuple)  # never acted on
 
 
 def plan_dict(result: SearchResult, actions: list[dict[str, str]]) -> dict[str, Any]:
@@ -52,6 +58,8 @@ def plan_dict(result: SearchResult, actions: list[dict[str, str]]) -> dict[str, 
         "same_dim": result.same_dim,
         "px_size": result.px_size,
         "folders": list(result.folders),
+        "reference": list(result.reference),
+        "keep": [],  # files the reviewer chose to keep instead of their group's key
         "actions": actions,
     }
 
@@ -89,6 +97,12 @@ def parse_plan(obj: Any, source: str = "plan") -> Plan:
     folders = obj.get("folders", [])
     if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
         raise bad("invalid folders: must be a list of paths")
+    extra: dict[str, tuple[str, ...]] = {}
+    for name in ("reference", "keep"):
+        val = obj.get(name, [])
+        if not isinstance(val, list) or not all(isinstance(v, str) and os.path.isabs(v) for v in val):
+            raise bad(f"invalid {name}: must be a list of absolute paths")
+        extra[name] = tuple(val)
     acts = obj.get("actions")
     if not isinstance(acts, list):
         raise bad("missing actions list")
@@ -103,7 +117,8 @@ def parse_plan(obj: Any, source: str = "plan") -> Plan:
             raise bad(f"action {i}: a file cannot be its own key: {path}")
         if (path, key) not in pairs:
             pairs.append((path, key))
-    return Plan(tuple(pairs), float(thr), flags["rotate"], flags["same_dim"], px, catalog, tuple(folders))
+    return Plan(tuple(pairs), float(thr), flags["rotate"], flags["same_dim"], px, catalog,
+                tuple(folders), extra["reference"], extra["keep"])
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
@@ -130,25 +145,29 @@ def plan_result(plan: Plan, index: Index) -> SearchResult:
     from .results import GroupInfo, MemberInfo, SearchResult
 
     by_key: dict[str, list[str]] = {}
+    keep = set(plan.keep)
     for member, key in plan.actions:
-        by_key.setdefault(key, []).append(member)
+        if member not in keep:
+            by_key.setdefault(key, []).append(member)
     groups = [GroupInfo(k, tuple(MemberInfo(m, 0.0, 0) for m in ms)) for k, ms in by_key.items()]
     folders = list(plan.folders) or index.roots()
     return SearchResult(
         result={k: [[m, 0.0] for m in ms] for k, ms in by_key.items()},
-        lower_quality=sorted({m for m, _ in plan.actions}),
+        lower_quality=sorted({m for ms in by_key.values() for m in ms}),
         stats={}, groups=groups, threshold=plan.threshold, rotate=plan.rotate,
-        same_dim=plan.same_dim, px_size=plan.px_size, folders=folders, _index=index,
+        same_dim=plan.same_dim, px_size=plan.px_size, folders=folders,
+        reference=list(plan.reference), _index=index,
     )
 
 
 def apply_plan(index: Index, plan: Plan, *, move_to: str | os.PathLike[str] | None = None,
-               delete: bool = False, yes: bool = False, dry_run: bool = False) -> ActionReport:
-    """Move or delete exactly the plan's files, verified by ``actions`` like a search's."""
+               delete: bool = False, yes: bool = False, dry_run: bool = False,
+               trash: bool = False) -> ActionReport:
+    """Move, delete or trash exactly the plan's files, verified by ``actions`` like a search's."""
     from . import actions
 
-    if (move_to is None) == (not delete):
-        raise UsageError("give exactly one of --move-to DEST or --delete")
+    if (move_to is not None) + delete + trash != 1:
+        raise UsageError("give exactly one of --move-to DEST, --delete or --trash")
     if plan.catalog is not None and not same_catalog(plan.catalog, index.path):
         raise UsageError(
             f"the plan was made from catalog {plan.catalog}, not {index.path}; "
@@ -156,5 +175,9 @@ def apply_plan(index: Index, plan: Plan, *, move_to: str | os.PathLike[str] | No
         )
     result = plan_result(plan, index)
     if move_to is not None:
-        return actions.move_to(result, move_to, dry_run=dry_run)
-    return actions.delete(result, silent_del=yes, dry_run=dry_run)
+        report = actions.move_to(result, move_to, dry_run=dry_run)
+    else:
+        report = actions.delete(result, silent_del=yes, dry_run=dry_run, trash=trash)
+    kept = sorted({m for m, _ in plan.actions if m in set(plan.keep)})
+    report.skipped.extend(actions.Skip(m, "the reviewer chose to keep it") for m in kept)
+    return report

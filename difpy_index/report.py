@@ -101,6 +101,7 @@ def make_thumb(path: bytes, px: int = THUMB_PX) -> Thumb:
             alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
             small = img.convert("RGBA" if alpha else "RGB")
             small.thumbnail((px, px), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            small = _upright(img, small)
             buf = io.BytesIO()
             if alpha:
                 small.save(buf, "PNG", optimize=False)
@@ -113,6 +114,23 @@ def make_thumb(path: bytes, px: int = THUMB_PX) -> Thumb:
 
         return Thumb(path, size=st.st_size, mtime=st.st_mtime, error=one_line(exc))
     return Thumb(path, buf.getvalue(), mime, width, height, st.st_size, st.st_mtime)
+
+
+def _upright(original: Any, small: Any) -> Any:
+    """The thumbnail turned the way a photo viewer shows the file (its EXIF orientation);
+    only the preview: the tensor ignores the tag, as difPy does."""
+    from PIL import ImageOps
+
+    try:
+        orientation = original.getexif().get(0x0112)
+    except Exception:  # broken metadata: show the pixels as stored
+        return small
+    if not isinstance(orientation, int) or orientation in (0, 1):
+        return small
+    exif = small.getexif()
+    exif[0x0112] = orientation
+    small.info["exif"] = exif.tobytes()
+    return ImageOps.exif_transpose(small)
 
 
 def thumb_batch(paths: list[bytes], px: int) -> list[Thumb]:
@@ -239,15 +257,20 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
                          idx.max_pixels if idx is not None else None)
     tensors = _tensors(result, order)
 
+    # every file of every group is a candidate (a key becomes one when the reviewer keeps
+    # another file of its group instead); only the lower-quality ones start ticked
     candidates: list[_Candidate] = []
     cand_of: dict[str, int] = {}
     for g in result.groups:
-        for m in g.members:
-            if m.path in lower and m.path not in cand_of:
-                cand_of[m.path] = len(candidates)
-                candidates.append(_Candidate(m.path, g.key, thumbs[os.fsencode(m.path)].size))
-    freed = sum(c.size for c in candidates)
-    default_plan = plan_dict(result, [{"path": c.path, "key": c.key} for c in candidates])
+        for p in (g.key, *(m.path for m in g.members)):
+            if p not in cand_of:
+                cand_of[p] = len(candidates)
+                candidates.append(_Candidate(p, g.key, thumbs[os.fsencode(p)].size))
+    ticked = [c for c in candidates if c.path in lower]
+    freed = sum(c.size for c in ticked)
+    default_plan = plan_dict(result, [{"path": c.path, "key": c.key} for c in ticked])
+    groups_data = [[cand_of[g.key], [cand_of[m.path] for m in g.members], _is_ref(result, g.key)]
+                   for g in result.groups]
 
     pages = [result.groups[i : i + page_groups] for i in range(0, len(result.groups), page_groups)]
     writer = _Html(result, thumbs, tensors, lower, cand_of)
@@ -261,7 +284,8 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
         f"<title>{title}</title><style>{_CSS}</style></head><body>",
         "<a class=\"skip\" href=\"#plan\">Skip to the plan</a>",
         f"<header><h1>{title}</h1>",
-        writer.summary(len(order), len(candidates), freed, failed),
+        writer.summary(len(order), len(ticked), freed, failed),
+        writer.toolbar(len(ticked), freed),
         "</header><main>",
         writer.nav(len(pages), "top"),
         "<div id=\"pages\">",
@@ -283,7 +307,7 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
         writer.plan_box(default_plan),
         "</main>",
         f"<script id=\"plan-data\" type=\"application/json\">"
-        f"{_script_json({'plan': plan_dict(result, []), 'candidates': [[c.path, c.key, c.size] for c in candidates]})}"
+        f"{_script_json({'plan': plan_dict(result, []), 'candidates': [[c.path, c.key, c.size] for c in candidates], 'groups': groups_data})}"
         "</script>",
         f"<script>{_JS}</script></body></html>\n",
     ]
@@ -292,8 +316,19 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
     os.replace(tmp, out)
-    return ReportInfo(str(out), len(result.groups), len(order), len(candidates), freed,
+    return ReportInfo(str(out), len(result.groups), len(order), len(ticked), freed,
                       len(pages), failed, round(time.perf_counter() - t0, 4))
+
+
+def _is_ref(result: SearchResult, path: str) -> bool:
+    return any(path.startswith(r.rstrip("/") + "/") for r in result.reference)
+
+
+def _file_url(path: str) -> str:
+    """``file://`` URL of a local file (any byte in its name percent-encoded)."""
+    from urllib.parse import quote
+
+    return "file://" + quote(os.fsencode(path))
 
 
 class _Html:
@@ -325,13 +360,26 @@ class _Html:
         return (
             "<dl class=\"counts\">"
             + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in rows)
-            + f"<div><dt>Ticked</dt><dd><output id=\"ticked\">{candidates:,} files, "
-            f"{_human(freed)}</output></dd></div></dl>"
+            + "</dl>"
             + f"<p class=\"meta\">{cat}{params} · written {stamp}</p>{extra}"
-            + "<p class=\"meta\">Each group shows the file kept (the key) and the files found "
-            "to match it. Ticked files go into the plan; untick the ones you want to keep, "
-            "then download the plan and run <code>difpy-index apply PLAN.json --move-to "
-            "DEST</code> (or <code>--delete</code>).</p>"
+            + "<p class=\"meta\">Each group shows the file kept (the key, chosen by the keep rule "
+            f"<code>{html.escape(r.keep)}</code>) and the files found to match it. Ticked files go "
+            "into the plan; untick the ones you want to keep, or pick <em>keep this one "
+            "instead</em> to keep another file of the group. Click a picture to open the file. "
+            "Then download the plan and run <code>difpy-index apply PLAN.json --move-to "
+            "DEST</code> (or <code>--delete</code>, <code>--trash</code>).</p>"
+            + _LEGEND
+        )
+
+    def toolbar(self, ticked: int, freed: int) -> str:
+        """Download, tick-all and the running count, at the top and always in view."""
+        return (
+            "<div class=\"toolbar\" role=\"toolbar\" aria-label=\"Plan\">"
+            "<button type=\"button\" id=\"download\" hidden>Download plan</button> "
+            "<button type=\"button\" id=\"tick-all\" hidden>Tick all</button> "
+            "<button type=\"button\" id=\"untick-all\" hidden>Untick all</button> "
+            f"<span>Ticked: <output id=\"ticked\">{ticked:,} files, {_human(freed)}</output></span> "
+            "<a href=\"#plan\">plan as JSON</a></div>"
         )
 
     def nav(self, pages: int, where: str) -> str:
@@ -346,8 +394,10 @@ class _Html:
             return (f"<div class=\"thumb ph\" role=\"img\" aria-label=\"no preview: "
                     f"{html.escape(t.error or '')}\">no preview<br><small>"
                     f"{html.escape(t.error or '')}</small></div>")
-        return (f"<img class=\"thumb\" src=\"{_data_uri(t.mime, t.data)}\" alt=\"{html.escape(alt)}\" "
-                f"loading=\"lazy\" decoding=\"async\">")
+        return (f"<a class=\"zoom\" href=\"{html.escape(_file_url(path))}\" target=\"_blank\" "
+                f"rel=\"noopener\" title=\"open {html.escape(printable(path))}\">"
+                f"<img class=\"thumb\" src=\"{_data_uri(t.mime, t.data)}\" alt=\"{html.escape(alt)}\" "
+                f"loading=\"lazy\" decoding=\"async\"></a>")
 
     def _facts(self, path: str, mse: float | None, rotation: int) -> str:
         t = self.thumbs[os.fsencode(path)]
@@ -361,52 +411,78 @@ class _Html:
         return "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
     def group(self, n: int, g: Any) -> str:
-        key_name = html.escape(printable(os.path.basename(g.key)))
+        ref = _is_ref(self.result, g.key)
         folder = f" <span class=\"scope\">in {html.escape(printable(g.folder))}</span>" if g.folder else ""
         parts = [
             f"<section class=\"group\" id=\"g{n}\" aria-labelledby=\"g{n}h\">",
             f"<h3 id=\"g{n}h\">Group {n}: {len(g.members) + 1} files{folder}</h3><div class=\"row\">",
-            "<figure class=\"card key\">", self._img(g.key, f"kept: {printable(os.path.basename(g.key))}"),
-            f"<figcaption><span class=\"badge keep\">key, kept</span> <strong class=\"name\" "
-            f"title=\"{html.escape(printable(g.key))}\">{key_name}</strong>",
-            self._facts(g.key, None, 0), "</figcaption></figure>",
+            self._card(n, 0, g.key, None, None, ref),
         ]
         key_t = self.tensors.get(g.key)
-        for m in g.members:
-            name = printable(os.path.basename(m.path))
-            lq = m.path in self.lower
-            parts.append(f"<figure class=\"card member{' lq' if lq else ''}\"><div class=\"pics\">")
-            parts.append(self._img(m.path, f"match: {name}"))
-            mem_t = self.tensors.get(m.path)
+        for j, m in enumerate(g.members, 1):
+            parts.append(self._card(n, j, m.path, m, key_t, ref))
+        parts.append("</div></section>")
+        return "".join(parts)
+
+    def _card(self, n: int, j: int, path: str, m: Any, key_t: Any, ref: bool) -> str:
+        """One file of group ``n`` (``j == 0``: its key): picture, difference map, the
+        tick box, the 'keep this one instead' choice and the facts."""
+        import numpy as np
+
+        name = printable(os.path.basename(path))
+        is_key = m is None
+        lq = not is_key and path in self.lower
+        ci = self.cand_of[path]
+        cls = "card key kept" if is_key else f"card member{' lq' if lq else ''}"
+        parts = [f"<figure class=\"{cls}\" data-i=\"{ci}\"><div class=\"pics\">",
+                 self._img(path, f"{'kept' if is_key else 'match'}: {name}")]
+        if not is_key:
+            mem_t = self.tensors.get(path)
             if key_t is not None and mem_t is not None and key_t.shape == mem_t.shape:
-                png = heat_map(key_t, mem_t, m.rotation)
-                parts.append(f"<img class=\"heat\" src=\"{_data_uri('image/png', png)}\" alt=\"difference "
-                             f"from the key: black is identical, bright differs\" loading=\"lazy\">")
+                same = np.array_equal(key_t, np.rot90(mem_t, k=(m.rotation // 90) % 4))
+                if same:
+                    parts.append("<div class=\"heat same\" role=\"img\" aria-label=\"identical to "
+                                 "the key at this size\">identical<br><small>no pixel differs"
+                                 "</small></div>")
+                else:
+                    png = heat_map(key_t, mem_t, m.rotation)
+                    parts.append(f"<figure class=\"heatbox\"><img class=\"heat\" "
+                                 f"src=\"{_data_uri('image/png', png)}\" alt=\"where it differs from "
+                                 f"the key: black is the same, brighter differs more\" loading=\"lazy\">"
+                                 "<figcaption>difference</figcaption></figure>")
             else:
                 parts.append("<div class=\"heat ph\" role=\"img\" aria-label=\"no heat map\">no heat map</div>")
-            parts.append("</div><figcaption>")
-            if lq:
-                self.box += 1
-                bid = f"c{self.box}"
-                parts.append(
-                    f"<input type=\"checkbox\" class=\"act\" id=\"{bid}\" data-i=\"{self.cand_of[m.path]}\" "
-                    f"checked> <label for=\"{bid}\"><span class=\"badge lq\">lower quality</span> "
-                    f"<strong class=\"name\" title=\"{html.escape(printable(m.path))}\">{html.escape(name)}</strong></label>"
-                )
-            else:
-                parts.append(f"<strong class=\"name\" title=\"{html.escape(printable(m.path))}\">{html.escape(name)}</strong>")
-            parts.append(self._facts(m.path, m.mse, m.rotation))
-            parts.append("</figcaption></figure>")
-        parts.append("</div></section>")
+        parts.append("</div><figcaption>")
+        badge_keep = "reference, kept" if ref and is_key else "kept"
+        parts.append(f"<span class=\"badge keep\">{badge_keep}</span><span class=\"badge lq\">"
+                     "lower quality</span> ")
+        title = html.escape(printable(path))
+        if ref and is_key:  # a reference file: kept, never in a plan
+            parts.append(f"<strong class=\"name\" title=\"{title}\">{html.escape(name)}</strong>")
+        else:
+            self.box += 1
+            bid = f"c{self.box}"
+            state = " checked" if lq else (" disabled" if is_key else "")
+            parts.append(
+                f"<input type=\"checkbox\" class=\"act\" id=\"{bid}\" data-i=\"{ci}\"{state}> "
+                f"<label for=\"{bid}\"><strong class=\"name\" title=\"{title}\">"
+                f"{html.escape(name)}</strong></label>"
+            )
+        if not ref:
+            rid = f"k{n}_{j}"
+            parts.append(
+                f"<br><input type=\"radio\" class=\"keep\" name=\"keep-g{n}\" id=\"{rid}\" "
+                f"data-g=\"{n - 1}\" data-i=\"{ci}\"{' checked' if is_key else ''} hidden> "
+                f"<label class=\"keepsel\" for=\"{rid}\" hidden>keep this one instead</label>"
+            )
+        parts.append(self._facts(path, None if is_key else m.mse, 0 if is_key else m.rotation))
+        parts.append("</figcaption></figure>")
         return "".join(parts)
 
     def plan_box(self, default_plan: dict[str, Any]) -> str:
         text = html.escape(json.dumps(default_plan, ensure_ascii=True, indent=1))
         return (
             "<section id=\"plan\" aria-labelledby=\"planh\"><h2 id=\"planh\">Plan</h2>"
-            "<p><button type=\"button\" id=\"download\" hidden>Download plan</button> "
-            "<button type=\"button\" id=\"tick-all\" hidden>Tick all</button> "
-            "<button type=\"button\" id=\"untick-all\" hidden>Untick all</button></p>"
             "<noscript><p>JavaScript is off: the plan below lists every lower-quality file. "
             "Save it as PLAN.json (delete the entries of files you want to keep) and run "
             "<code>difpy-index apply PLAN.json --move-to DEST</code>.</p></noscript>"
@@ -416,6 +492,13 @@ class _Html:
             "</details></section>"
         )
 
+
+_LEGEND = (
+    "<p class=\"meta legend\">Difference maps: <span class=\"ramp\" aria-hidden=\"true\"></span> "
+    "black where the file matches its key pixel for pixel (at the compared size), purple, "
+    "orange, then pale yellow where it differs more; <span class=\"heat same mini\">identical"
+    "</span> when no pixel differs.</p>"
+)
 
 _CSS = """
 :root{color-scheme:light dark;--fg:#111;--bg:#fff;--mut:#555;--card:#f3f3f3;--acc:#0b57d0;--lq:#b3261e;--ok:#146c2e}
@@ -433,7 +516,7 @@ a{color:var(--acc)}
 .group{border-top:1px solid var(--mut);padding:.6rem 0}
 .row{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-start}
 .card{background:var(--card);margin:0;padding:.5rem;border-radius:6px;max-width:360px;border:2px solid transparent}
-.card.key{border-color:var(--ok)}.card.lq:has(input:checked){border-color:var(--lq)}
+.card:not(.kept):has(input.act:checked){border-color:var(--lq)}
 .pics{display:flex;gap:.4rem;align-items:flex-start}
 .thumb{max-width:160px;max-height:160px;display:block}
 .heat{width:100px;height:100px;image-rendering:pixelated;display:block}
@@ -448,6 +531,14 @@ input.act{width:1.1rem;height:1.1rem;vertical-align:middle}
 label{cursor:pointer}
 #plan textarea{width:100%;font:12px/1.3 ui-monospace,monospace;display:block}
 button{font:inherit;padding:.3rem .8rem}
+.toolbar{position:sticky;top:0;z-index:2;background:var(--bg);padding:.4rem 0;border-bottom:1px solid var(--mut);display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}
+.ramp{display:inline-block;width:8rem;height:.8rem;vertical-align:middle;background:linear-gradient(90deg,#000004 0%,#781c6d 35%,#ed6925 70%,#fcffa4 100%);border:1px solid var(--mut)}
+.heat.same{width:100px;height:100px;display:flex;flex-direction:column;align-items:center;justify-content:center;text-align:center;border:2px solid var(--ok);color:var(--ok);font-weight:600}
+.heat.same.mini{display:inline-block;width:auto;height:auto;padding:0 .3rem;font-size:.8rem}
+.heatbox{margin:0}.heatbox figcaption{font-size:.7rem;color:var(--mut);margin:0;text-align:center}
+.card.kept{border-color:var(--ok)}.card.kept .badge.lq,.card:not(.kept) .badge.keep{display:none}
+.card.kept .keepsel{visibility:hidden}
+a.zoom{display:block;cursor:zoom-in}
 @supports selector(:has(a)){
  .page{display:none}.page:target{display:block}
  #pages:not(:has(.page:target)) .page:first-child{display:block}
@@ -458,23 +549,34 @@ _JS = r"""
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("plan-data").textContent);
-  var cands = data.candidates;
+  var cands = data.candidates, groups = data.groups;
   var boxes = Array.prototype.slice.call(document.querySelectorAll("input.act"));
   var area = document.getElementById("plan-json");
   var ticked = document.getElementById("ticked");
+  var keep = groups.map(function (g) { return g[0]; });  // the kept file of each group
   function human(n) {
     var u = ["B", "kB", "MB", "GB", "TB"], i = 0;
     while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
     return i ? n.toFixed(1) + " " + u[i] : n + " B";
   }
+  function boxesOf(i) {
+    return boxes.filter(function (b) { return b.getAttribute("data-i") === String(i); });
+  }
   function plan() {
-    var on = {}, acts = [], bytes = 0;
-    boxes.forEach(function (b) { if (b.checked) on[b.getAttribute("data-i")] = true; });
-    cands.forEach(function (c, i) {
-      if (on[i]) { acts.push({path: c[0], key: c[1]}); bytes += c[2]; }
+    var on = {}, acts = [], bytes = 0, kept = [], seen = {};
+    boxes.forEach(function (b) { if (b.checked && !b.disabled) on[b.getAttribute("data-i")] = true; });
+    groups.forEach(function (g, gi) {
+      var k = keep[gi];
+      if (k !== g[0]) kept.push(cands[k][0]);
+      [g[0]].concat(g[1]).forEach(function (f) {
+        if (f === k || !on[f] || (g[2] && f === g[0])) return;
+        acts.push({path: cands[f][0], key: cands[k][0]});
+        if (!seen[f]) { seen[f] = true; bytes += cands[f][2]; }
+      });
     });
     var p = {};
-    for (var k in data.plan) p[k] = data.plan[k];
+    for (var key in data.plan) p[key] = data.plan[key];
+    p.keep = kept;
     p.actions = acts;
     return {plan: p, bytes: bytes};
   }
@@ -486,13 +588,30 @@ _JS = r"""
     document.documentElement.setAttribute("data-plan-actions", String(r.plan.actions.length));
   }
   function sync(box) {  // a file listed in several groups is one decision
-    var i = box.getAttribute("data-i");
-    boxes.forEach(function (b) { if (b.getAttribute("data-i") === i) b.checked = box.checked; });
+    boxesOf(box.getAttribute("data-i")).forEach(function (b) { b.checked = box.checked; });
+  }
+  function choose(radio) {  // "keep this one instead": the old kept file becomes ticked
+    var gi = Number(radio.getAttribute("data-g")), now = Number(radio.getAttribute("data-i"));
+    var was = keep[gi];
+    if (was === now) return;
+    keep[gi] = now;
+    boxesOf(was).forEach(function (b) { b.disabled = false; b.checked = true; });
+    boxesOf(now).forEach(function (b) { b.checked = false; b.disabled = true; });
+    var sec = radio.closest("section.group");
+    Array.prototype.forEach.call(sec.querySelectorAll("figure.card"), function (c) {
+      c.classList.toggle("kept", c.getAttribute("data-i") === String(now));
+    });
+    radio.checked = true;
   }
   document.addEventListener("change", function (e) {
-    if (e.target.classList && e.target.classList.contains("act")) { sync(e.target); refresh(); }
+    var t = e.target;
+    if (!t.classList) return;
+    if (t.classList.contains("act")) { sync(t); refresh(); }
+    if (t.classList.contains("keep")) { choose(t); refresh(); }
   });
-  function setAll(v) { boxes.forEach(function (b) { b.checked = v; }); refresh(); }
+  Array.prototype.forEach.call(document.querySelectorAll("input.keep, label.keepsel"),
+    function (el) { el.hidden = false; });
+  function setAll(v) { boxes.forEach(function (b) { if (!b.disabled) b.checked = v; }); refresh(); }
   var dl = document.getElementById("download");
   dl.hidden = false;
   dl.addEventListener("click", function () {
@@ -507,7 +626,14 @@ _JS = r"""
   ta.hidden = false; ua.hidden = false;
   ta.addEventListener("click", function () { setAll(true); });
   ua.addEventListener("click", function () { setAll(false); });
-  // Test and link hook: #untick=c1,c5 unticks those checkboxes on load.
+  // Test and link hooks: #keep=k1_2 picks that file to keep; #untick=c1,c5 unticks boxes.
+  var km = /(?:^#|&)keep=([^&]*)/.exec(location.hash);
+  if (km) {
+    decodeURIComponent(km[1]).split(",").forEach(function (id) {
+      var r = document.getElementById(id);
+      if (r && r.classList.contains("keep")) choose(r);
+    });
+  }
   var m = /(?:^#|&)untick=([^&]*)/.exec(location.hash);
   if (m) {
     decodeURIComponent(m[1]).split(",").forEach(function (id) {

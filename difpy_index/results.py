@@ -64,6 +64,7 @@ class SearchResult:
     keep: str = "pixels,larger,path"  # the keep rule that chose the keys (keep.describe)
     reference: list[str] = field(default_factory=list)  # reference folders: never touched
     facts: dict[str, FileFacts] = field(default_factory=dict)  # every key and member
+    unreachable: list[str] = field(default_factory=list)  # roots left out (unmounted?)
     _index: Index | None = field(default=None, repr=False)
 
     def details(self) -> list[dict[str, Any]]:
@@ -98,6 +99,12 @@ class SearchResult:
         from .actions import delete
 
         return delete(self, silent_del=silent_del, dry_run=dry_run)
+
+    def trash(self, dry_run: bool = False) -> ActionReport:
+        """Send every lower-quality file to the desktop trash, verified as for ``delete``."""
+        from .actions import delete
+
+        return delete(self, silent_del=True, dry_run=dry_run, trash=True)
 
     def report(self, path: str | Any) -> Any:
         """Write a self-contained HTML review page of the groups (``report.write_report``)."""

@@ -42,6 +42,7 @@ class ScanResult:
     files: list[FileStat] = field(default_factory=list)
     roots: list[RootScan] = field(default_factory=list)
     skipped: int = 0  # not tried because of their extension
+    skipped_paths: list[bytes] = field(default_factory=list)
     problems: list[tuple[bytes, str]] = field(default_factory=list)
 
 
@@ -127,6 +128,7 @@ def _walk(
                 continue
             if not wanted(name, options):
                 result.skipped += 1
+                result.skipped_paths.append(entry.path)
                 continue
             try:
                 fst = entry.stat(follow_symlinks=True)

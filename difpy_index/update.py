@@ -44,6 +44,10 @@ class UpdateReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
     #: files that changed while being decoded (not recorded; the watcher retries them)
     deferred_paths: list[bytes] = field(default_factory=list)
+    #: files passed over for their extension
+    skipped_paths: list[bytes] = field(default_factory=list)
+    #: undecodable files in the updated folders (this run's and known ones) and why
+    invalid_files: dict[bytes, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -53,7 +57,18 @@ class UpdateReport:
             "seconds": round(self.seconds, 4), "roots": self.roots,
             "missing_roots": self.missing_roots,
             "problems": [{"path": p, "reason": r} for p, r in self.problems],
+            "invalid_files": [{"path": os.fsdecode(p), "reason": r}
+                              for p, r in sorted(self.invalid_files.items())],
+            "skipped_files": [{"path": os.fsdecode(p), "reason": skip_reason(p)}
+                              for p in sorted(self.skipped_paths)],
         }
+
+
+def skip_reason(path: bytes) -> str:
+    """Why a file was not tried: its extension is not an image type (see --all-extensions)."""
+    ext = extension_of(path)
+    return (f"extension .{ext} is not an image type" if ext else "no extension") + \
+        " (--all-extensions tries every file)"
 
 
 def access_error(reason: str | None) -> bool:
@@ -96,6 +111,7 @@ def run_update(
     report = UpdateReport(roots=[os.fsdecode(r) for r in roots])
     found = scan(roots, options)
     report.skipped = found.skipped
+    report.skipped_paths = found.skipped_paths
     report.problems = [(os.fsdecode(p), r) for p, r in found.problems]
     root_ids = catalog.ensure_roots([rs.root for rs in found.roots if not rs.missing])
 
@@ -129,6 +145,8 @@ def run_update(
 
     apply_changes(catalog, found.files, known, gone, root_ids, settings, progress, report)
     catalog.touch_roots(root_ids.values())
+    if report.invalid:
+        report.invalid_files = catalog.invalid_in([rs.root for rs in found.roots])
     report.seconds = time.perf_counter() - t0
     return report
 

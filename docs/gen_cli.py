@@ -18,8 +18,10 @@ HEADER = """\
 Generated from the command definitions (the text `--help` prints) by `python docs/gen_cli.py`;
 `tests/test_docs.py` checks that every command and option appears here.
 
-Every command takes the global options before its name, e.g.
-`difpy-index --catalog my.sqlite -q search ~/Pictures`.
+The global options go before the command's name or after it:
+`difpy-index --catalog my.sqlite -q search ~/Pictures` and
+`difpy-index search ~/Pictures -q --catalog my.sqlite` are the same. `--version` prints the
+version. A broken pipe (`difpy-index status | head -1`) ends the command silently.
 Exit codes: `0` success (also when nothing was found), `1` the operation failed, `2` bad usage or
 bad input, `130` interrupted by Ctrl-C (`watch` ends normally, with `0`, on Ctrl-C or SIGTERM).
 Errors are one line on stderr; `-v` adds the traceback.

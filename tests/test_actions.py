@@ -578,7 +578,7 @@ def test_cli_dry_run_json_shape_and_nothing_changes(cli, indexed, catalog_path, 
 def test_cli_delete_yes_and_move_end_to_end(cli, indexed, catalog_path, tmp_path):
     p = indexed
     write_image(p["other"], seed=8)  # a member edited after update: survives, with a reason
-    res = cli("search", p["root"], "--keep", "difpy", "--move-to", tmp_path / "dups", "--json")
+    res = cli("search", p["root"], "--no-update", "--keep", "difpy", "--move-to", tmp_path / "dups", "--json")
     assert res.exit_code == 0, res.stderr
     acts = json.loads(res.stdout)["actions"]
     assert [s["path"] for s in acts["skipped"]] == [real(p["other"])]

@@ -80,6 +80,9 @@ class Page(HTMLParser):
         self.thumbs: list[dict[str, str]] = []
         self.placeholders: list[dict[str, str]] = []
         self.heats: list[str] = []
+        self.sames: list[dict[str, str]] = []  # "identical" labels instead of a heat map
+        self.order: list[str] = []  # ids of toolbar buttons and groups, in document order
+        self.radios: dict[str, dict[str, str | None]] = {}
         self.boxes: dict[str, dict[str, str | None]] = {}
         self.urls: list[str] = []
         self.titles: list[str] = []
@@ -106,6 +109,12 @@ class Page(HTMLParser):
             self.thumbs.append({k: v or "" for k, v in a.items()})
         if tag == "img" and "heat" in cls:
             self.heats.append(a.get("src") or "")
+        if tag == "div" and "heat" in cls and "same" in cls:
+            self.sames.append({k: v or "" for k, v in a.items()})
+        if a.get("id") in ("download", "tick-all", "untick-all") or (tag == "section" and "group" in cls):
+            self.order.append(a.get("id") or "")
+        if tag == "input" and a.get("type") == "radio":
+            self.radios[a.get("id") or ""] = a
         if tag == "div" and "thumb" in cls and "ph" in cls:
             self.placeholders.append({k: v or "" for k, v in a.items()})
         if tag == "input" and a.get("type") == "checkbox":
@@ -145,14 +154,24 @@ def test_page_has_every_group_thumbnail_and_no_external_url(corpus: Any, tmp_pat
     assert info.files == len(files) == len(page.thumbs) and not page.placeholders
     assert set(page.titles) >= files  # every file named in full (title attribute)
     members = [m for g in found.groups for m in g.members]
-    assert len(page.heats) == len(members)
+    # a difference map per member; an exact copy gets an "identical" label instead
+    assert len(page.heats) + len(page.sames) == len(members)
+    assert len(page.sames) == sum(1 for m in members if m.mse == 0)
+    assert "Difference maps:" in out.read_text(encoding="utf-8")
     for t in page.thumbs:
         assert t["src"].startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
-    assert all(u.startswith(("data:", "#")) for u in page.urls), [u[:40] for u in page.urls]
+    # no network: pictures are data URIs; a click opens the local file itself
+    assert all(u.startswith(("data:", "#", "file:///")) for u in page.urls), [u[:40] for u in page.urls]
+    assert sorted(u for u in page.urls if u.startswith("file:")) == sorted(Path(p).as_uri() for p in files)
     assert not page.external_tags
-    # one real checkbox (with a label) per lower-quality file, all ticked
-    assert len(page.boxes) == len(found.lower_quality)
-    assert all("checked" in b for b in page.boxes.values())
+    # one real checkbox (with a label) per file: the lower-quality ones ticked, each key's
+    # disabled until another file of its group is kept instead
+    assert len(page.boxes) == len(found.lower_quality) + len(found.groups)
+    assert sum("checked" in b for b in page.boxes.values()) == len(found.lower_quality)
+    assert sum("disabled" in b for b in page.boxes.values()) == len(found.groups)
+    assert len(page.radios) == len(files)
+    # download and tick-all come before the first group
+    assert page.order[:3] == ["download", "tick-all", "untick-all"] and page.order[3] == "g1"
     # counts at the top: bytes freed is the sum of the lower-quality files' sizes
     assert info.bytes_freed == sum(os.path.getsize(p) for p in found.lower_quality)
     assert f"{info.bytes_freed:,} bytes" in out.read_text(encoding="utf-8")

@@ -305,6 +305,20 @@ class Catalog:
                 n += conn.execute(delete(File).where(File.id.in_(chunk))).rowcount or 0
         return n
 
+    def remove_root(self, root_id: int) -> int:
+        """Drop a root, its file rows and their tensors; returns how many files went."""
+        from sqlalchemy import delete, select
+
+        from .models import File, Root, Tensor
+
+        with self.write() as conn:
+            ids = list(conn.execute(select(File.id).where(File.root_id == root_id)).scalars())
+            for chunk in _chunks(ids, CHUNK):
+                conn.execute(delete(Tensor).where(Tensor.file_id.in_(chunk)))
+                conn.execute(delete(File).where(File.id.in_(chunk)))
+            conn.execute(delete(Root).where(Root.id == root_id))
+        return len(ids)
+
     def forget_paths(self, paths: Sequence[bytes]) -> int:
         """Drop the rows of these paths (files that an action moved or deleted)."""
         known = self.files_by_path(paths)
