@@ -655,7 +655,7 @@ def apply(
         raise_usage("give exactly one of --move-to DEST, --delete or --trash")
     plan = load_plan(plan_file)
     # without --yes and a terminal, actions refuses (exit 2), as for search --delete
-    with Index.open(state.catalog if state.catalog is not None else plan.catalog) as idx:
+    with Index.open(state.catalog if state.catalog is not None else plan.catalog, create=False) as idx:
         actions = apply_plan(idx, plan, move_to=move_to, delete=delete, yes=yes, dry_run=dry_run,
                              trash=trash)
     for skip in actions.skipped:
