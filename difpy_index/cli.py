@@ -380,14 +380,14 @@ NoUpdate = Annotated[bool, typer.Option(
     "--no-update", help="Read the catalog as it is; do not bring the searched folders up to date first.")]
 
 
-def _refresh(idx: Any, state: State, roots: list[bytes], px_size: int, processes: int | None,
-             json_out: bool) -> set[str]:
+def _refresh(idx: Any, state: State, dirs: list[str] | None, px_size: int,
+             processes: int | None, json_out: bool) -> set[str]:
     """The incremental update ``search``/``query`` run first (near-free when nothing
     changed); returns the missing roots it has already warned about."""
-    if not roots:
+    report = idx.refresh(dirs, px_size=px_size, processes=processes,
+                         progress=_progress(state, json_out))
+    if report is None:
         return set()
-    report = idx.update(roots, px_size=px_size, processes=processes,
-                        progress=_progress(state, json_out))
     if report.decoded or report.removed:
         logging.getLogger("difpy_index").info(
             "brought up to date: %d decoded, %d removed", report.decoded, report.removed)
@@ -457,7 +457,7 @@ def search(
         warned = set()
         if not no_update:
             scope = [str(d) for d in [*(dirs or []), *(reference or [])]] if dirs else None
-            warned = _refresh(idx, state, idx.owning_roots(scope), px_size, processes,
+            warned = _refresh(idx, state, scope, px_size, processes,
                               output_format is OutFormat.json)
         found = idx.search(
             [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
@@ -592,7 +592,7 @@ def query(
     """Find the catalog files that match the given images."""
     state = _state(ctx)
     with _open(state, create=False) as idx:
-        warned = set() if no_update else _refresh(idx, state, idx.root_paths(), px_size, None, json_out)
+        warned = set() if no_update else _refresh(idx, state, None, px_size, None, json_out)
         for r in idx.unreachable_roots():
             if os.fsdecode(r) not in warned:
                 err(f"warning: {os.fsdecode(r)} is missing or empty (unmounted?); its files are left out")

@@ -268,6 +268,49 @@ class Index:
                     out.append(r)
         return out
 
+    def is_current(self, roots: Sequence[bytes], px_size: int = DEFAULT_PX_SIZE) -> bool:
+        """Would ``update(roots)`` change nothing? A stat walk and one plain-sqlite read
+        (no SQLAlchemy, no decoder plugins imported), so a search over an unchanged folder
+        pays almost nothing for being up to date. Conservative: any doubt answers False."""
+        from .decode import IMAGE_EXTENSIONS, PLUGINS
+        from .scan import ScanOptions, extension_of, scan
+        from .update import access_error
+
+        present = [r for r in roots if os.path.isdir(r)]
+        if not present:
+            return True  # nothing to walk; missing roots are reported by the search
+        plugin_ext = {e: p for p in PLUGINS for e in p.extensions}
+        found = scan(present, ScanOptions(extensions=frozenset(IMAGE_EXTENSIONS | set(plugin_ext))))
+        if found.problems or any(rs.unreadable for rs in found.roots):
+            return False
+        rows = self._catalog.stats_below(present, check_px_size(px_size), self.recipe)
+        seen = set()
+        for f in found.files:
+            seen.add(f.path)
+            row = rows.get(f.path)
+            if row is None:
+                plugin = plugin_ext.get(extension_of(f.path))
+                if plugin is None or plugin.available():
+                    return False  # a new image
+                continue  # its decoder is not installed: update would skip it too
+            size, mtime, inode, ctime, status, error, has_tensor = row
+            if (size, mtime, inode, ctime) != (f.size, f.mtime_ns, f.inode, f.ctime_ns):
+                return False
+            if (status == "ok" and not has_tensor) or (status != "ok" and access_error(error)):
+                return False
+        # a row the walk did not meet: gone (stale), or out of this walk's scope (kept)
+        return all(os.path.lexists(p) for p in rows.keys() - seen)
+
+    def refresh(self, dirs: PathLike | Iterable[PathLike] | None = None, *,
+                px_size: int = DEFAULT_PX_SIZE, processes: int | None = None,
+                progress: Progress | None = None) -> UpdateReport | None:
+        """Bring the roots holding ``dirs`` (None: every root) up to date, as ``search
+        DIR`` and ``query`` do first; None when :meth:`is_current` says nothing changed."""
+        roots = self.owning_roots(dirs)
+        if not roots or self.is_current(roots, px_size):
+            return None
+        return self.update(roots, px_size=px_size, processes=processes, progress=progress)
+
     def unreachable_roots(self, roots: Sequence[bytes] | None = None) -> list[bytes]:
         """Roots that are gone or empty (an unmounted drive) while the catalog holds files
         for them: their rows are kept, and searches leave their files out."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import imagefactory as imf
@@ -114,3 +116,35 @@ def test_update_names_invalid_and_skipped_files(cli, two_roots):
     assert f"skipped: {real(a / 'notes.txt')}: " in res.stderr
     quiet = cli("update", a)
     assert "invalid:" not in quiet.stderr and "skipped:" not in quiet.stderr
+
+
+def test_is_current_sees_every_change_and_costs_no_write(cli, two_roots, tmp_path):
+    from difpy_index import Index
+
+    a = two_roots["a"]
+    with Index.open(cli.catalog) as idx:
+        roots = idx.owning_roots([a])
+        assert idx.is_current(roots)
+        (a / ".hidden.png").write_bytes((a / "x.png").read_bytes())  # out of scope
+        (a / "more.txt").write_text("not an image")
+        assert idx.is_current(roots)
+        assert not idx.is_current(roots, px_size=32)  # no tensors of that size yet
+        for change in ("new", "touched", "gone"):
+            if change == "new":
+                imf.synthetic(9, 40, 30).save(a / "new.png")
+            elif change == "touched":
+                os.utime(a / "x.png", ns=(1, 1))
+            else:
+                os.unlink(a / "x_copy.png")
+            assert not idx.is_current(roots), change
+            assert idx.refresh([a]) is not None
+            assert idx.is_current(roots) and idx.refresh([a]) is None, change
+    # an unchanged search never imports SQLAlchemy (the refresh is a stat walk and a read)
+    code = ("import sys; from difpy_index.cli import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'sqlalchemy' not in sys.modules, 'sqlalchemy imported'\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, "-c", code, "--catalog", str(cli.catalog), "search", str(a),
+                          "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["lower_quality"] == []  # x_copy.png was deleted above

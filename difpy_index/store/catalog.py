@@ -390,6 +390,19 @@ class Catalog:
             formats=[r[6] for r in rows],
         )
 
+    def stats_below(self, folders: Sequence[bytes], px_size: int, recipe: str
+                    ) -> dict[bytes, tuple[int, int, int | None, int | None, str, str | None, bool]]:
+        """{path: (size, mtime_ns, inode, ctime_ns, status, error, has a tensor at px_size)}
+        of every row below ``folders``: one plain-sqlite read, for the freshness check."""
+        where, params = _below_sql(folders)
+        rows = self._raw_query(
+            "SELECT f.path, f.size, f.mtime_ns, f.inode, f.ctime_ns, f.status, f.error, "
+            "EXISTS (SELECT 1 FROM tensors t WHERE t.file_id = f.id AND t.px_size = ? "
+            f"AND t.recipe = ?) FROM files f WHERE 1{where}",
+            [px_size, recipe, *params],
+        )
+        return {bytes(r[0]): (r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows}
+
     def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
         where, params = _below_sql(folders)
         rows = self._raw_query(
