@@ -116,3 +116,12 @@ def test_plan_has_n_distinct_files_and_consistent_edits(n: int, seed: int, max_s
             elif e.edit not in ("rotate",):
                 assert (e.width, e.height) == (orig.width, orig.height)
     assert all(len(b) == 2 and b[0] == s for s, b in scenes.items())
+
+
+def test_synthetic_tensors_are_deterministic() -> None:
+    t, w, h, sizes, paths = corpus.synthetic_tensors(200, seed=4)
+    assert t.shape == (200, 50, 50, 3) and t.dtype.name == "uint8"
+    assert len(w) == len(h) == len(sizes) == len(set(paths)) == 200
+    again = corpus.synthetic_tensors(200, seed=4)
+    assert (again[0] == t).all() and (again[1] == w).all() and again[4] == paths
+    assert not (corpus.synthetic_tensors(200, seed=5)[0] == t).all()
