@@ -302,6 +302,7 @@ def test_file_changing_during_decode_is_gone(tmp_path, monkeypatch):
     class Changed:
         def __init__(self, st):
             self.st_size, self.st_mtime_ns, self.st_ino = st.st_size + 1, st.st_mtime_ns, st.st_ino
+            self.st_ctime_ns = st.st_ctime_ns
 
     def fstat(fd):
         calls.append(fd)
