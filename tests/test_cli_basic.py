@@ -132,8 +132,8 @@ def test_non_catalog_file_exit_2_untouched(tmp_path: Path, folder: Path, kind: s
     assert path.read_bytes() == before
 
 
-def test_newer_schema_exit_1_one_line(cli: Cli, catalog_path: Path) -> None:
-    cli("status")
+def test_newer_schema_exit_1_one_line(cli: Cli, catalog_path: Path, folder: Path) -> None:
+    cli("update", folder)  # status never creates a catalog
     conn = sqlite3.connect(catalog_path)
     conn.execute("UPDATE alembic_version SET version_num='9999'")
     conn.commit()
