@@ -888,9 +888,10 @@ def test_100k_rows_status_and_noop_update_stay_fast(big_catalog, record_property
     record_property("noop_update_s", t_update)
     print(f"FAULT 100k rows: status {t_status:.2f} s (small catalog {baseline['status']:.2f} s), "
           f"no-change update {t_update:.2f} s (small catalog {baseline['update']:.2f} s)")
-    # fast in absolute terms, and within a small factor of the same command on a tiny catalog
-    assert t_status < 5 and t_status < 6 * baseline["status"] + 1
-    assert t_update < 5 and t_update < 6 * baseline["update"] + 1
+    # no absolute seconds (a shared machine's noise decides those; the benchmarks report them):
+    # only that 100k rows cost a small factor of the same command on a tiny catalog, run here
+    assert t_status < 6 * baseline["status"] + 1
+    assert t_update < 6 * baseline["update"] + 1
 
 
 PEAK_RSS = """
