@@ -618,3 +618,119 @@ def match_against(
                          key=lambda mm: (mm.mse, mm.index))
         out.append(res)
     return out
+
+
+# --------------------------------------------------------------------------- band tasks
+
+
+def pixel_sums(tensors: np.ndarray) -> np.ndarray:
+    """(n,) int64 integer sum of every element of each tensor, chunked.
+
+    Rotation does not change it, and ``(S_a - S_b)**2 / d**2 <= mse(a, b)`` (Jensen), so
+    sorting by it lets a search cut the catalog into bands that only meet their neighbours.
+    """
+    n = len(tensors)
+    out = np.empty(n, dtype=np.int64)
+    for c0 in range(0, n, _CHUNK):
+        t = np.asarray(tensors[c0 : c0 + _CHUNK])
+        out[c0 : c0 + len(t)] = t.reshape(len(t), -1).sum(axis=1, dtype=np.int64)
+    return out
+
+
+def band_matches(
+    tensors: np.ndarray,
+    bucket: np.ndarray | None,
+    rank: np.ndarray,
+    outer: int,
+    threshold: float,
+    rotate: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every matching pair of a task of the partitioned search, verified exactly.
+
+    ``tensors`` are sorted by ``(bucket, pixel sum)``; the first ``outer`` rows are the
+    task's own band, the rest its upper neighbour. Returned: every pair with at least one
+    row in the own band and ``mse <= threshold``, as ``(a, b, mse, k)`` local row indices
+    with ``rank[a] < rank[b]`` and ``mse == mse(a, rot90(b, k))`` -- the same pairs,
+    values and rotations the in-memory search would verify, so claiming them in rank order
+    gives its groups exactly. ``threshold`` must be > 0 (0 is a hash grouping per band).
+    """
+    n = len(tensors)
+    lim = threshold + _margin(threshold)
+    rows = np.arange(n)
+    feat = _features(tensors, rows)
+    r = min(math.sqrt(threshold), 256.0) + 1e-6
+    comp = feat.mean if bucket is None else bucket * 1024.0 + feat.mean
+    fs = feat.orbit
+    ns = np.einsum("ij,ij->i", fs, fs)
+    out: list[tuple[np.ndarray, ...]] = []
+    for s in range(0, min(outer, n), _ROW_BLOCK):
+        e = min(outer, n, s + _ROW_BLOCK)
+        # rows are sorted by (bucket, sum): the window of a block is contiguous after it
+        hi = int(np.searchsorted(comp, comp[e - 1] + r, side="right"))
+        for c0 in range(s, hi, _COL_BLOCK):
+            c1 = min(hi, c0 + _COL_BLOCK)
+            g = fs[s:e] @ fs[c0:c1].T
+            g *= -2.0
+            g += ns[s:e, None]
+            g += ns[None, c0:c1]
+            mask = g <= lim
+            if c0 < e:
+                mask &= np.arange(c0, c1)[None, :] > np.arange(s, e)[:, None]
+            if bucket is not None:
+                mask &= bucket[s:e, None] == bucket[None, c0:c1]
+            ii, jj = np.nonzero(mask)
+            if len(ii) == 0:
+                continue
+            ia, ib = s + ii, c0 + jj
+            lbs = _rot_lbs(feat, ia, ib, rotate)
+            keep = lbs.min(axis=1) <= lim
+            ia, ib, lbs = ia[keep], ib[keep], lbs[keep]
+            swap = rank[ia] > rank[ib]
+            a, b = np.where(swap, ib, ia), np.where(swap, ia, ib)
+            if rotate:  # mse(b, rot_k a) pairs with mse(a, rot_-k b): mirror the bounds
+                lbs = np.where(swap[:, None], lbs[:, [0, 3, 2, 1]], lbs)
+            mse, ks = _verify_pairs(tensors, a, b, lbs, threshold, rotate)
+            hit = mse <= threshold
+            if hit.any():
+                out.append((a[hit], b[hit], mse[hit], ks[hit]))
+    if not out:
+        e0 = np.zeros(0, dtype=np.intp)
+        return e0, e0, np.zeros(0), np.zeros(0, dtype=np.int64)
+    a, b, mse, ks = (np.concatenate(c) for c in zip(*out, strict=True))
+    return a, b, mse, ks
+
+
+def _verify_pairs(
+    tensors: np.ndarray, a: np.ndarray, b: np.ndarray, lbs: np.ndarray, threshold: float,
+    rotate: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_verify`` for many keys at once: exact min over allowed k of mse(a, rot90(b, k)).
+
+    The integer sum of squares is the same whichever side is rotated, so the float mse and
+    the winning k (the smallest on a tie) equal ``_verify``'s.
+    """
+    c = len(a)
+    best = np.full(c, np.inf)
+    best_k = np.zeros(c, dtype=np.int64)
+    if c == 0:
+        return best, best_k
+    d = tensors[0].size
+    acc = _acc_dtype(d)
+    lim = threshold + _margin(threshold)
+    for c0 in range(0, c, _PAIR_CHUNK // 4):
+        sl = slice(c0, c0 + _PAIR_CHUNK // 4)
+        ta = tensors[a[sl]].astype(acc)
+        tb = tensors[b[sl]]
+        for k in range(4 if rotate else 1):
+            sel = np.flatnonzero(lbs[sl, k] <= lim)
+            if len(sel) == 0:
+                continue
+            diff = ta[sel] - np.rot90(tb[sel], k, axes=(1, 2)).astype(acc)
+            diff = diff.reshape(len(sel), d)
+            m = np.einsum("ij,ij->i", diff, diff) / d
+            cur = best[sl]
+            kk = best_k[sl]
+            better = m < cur[sel]
+            cur[sel[better]] = m[better]
+            kk[sel[better]] = k
+    return best, best_k
