@@ -19,9 +19,13 @@ from .progress import NullProgress, Progress
 from .results import FileFacts, GroupInfo, MemberInfo, QueryMatch, SearchResult
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Executor
+
     import numpy as np
 
-    from .store.catalog import Catalog, KnownFile, SearchInput
+    from . import match
+    from .store.catalog import Catalog, KnownFile, SearchInput, SearchMeta
     from .update import UpdateReport
     from .watch import Watcher
 
@@ -357,6 +361,8 @@ class Index:
         recursive: bool = True,
         keep: str | Sequence[str] | None = None,
         reference: PathLike | Iterable[PathLike] | None = None,
+        max_band_rows: int | None = None,
+        executor: Executor | None = None,
     ) -> SearchResult:
         """difPy's search over the cached tensors (SEMANTICS.md sections 3-5).
 
@@ -366,24 +372,40 @@ class Index:
         others, and are never members of a group, so nothing ever moves or deletes them.
         ``recursive=False`` searches only the files directly inside the folders (difPy's
         ``build(recursive=False)``), even if the catalog also holds their subfolders.
+        More than ``max_band_rows`` images (default ``partition.DEFAULT_MAX_BAND_ROWS``), or
+        an ``executor`` (a ``concurrent.futures`` one, e.g. a Dask client's), switch to the
+        partitioned search: the same groups, with tensors read band by band, so memory
+        stays bounded by ``max_band_rows`` tensors per task.
         """
         import numpy as np
 
         from . import keep as keeprules
         from . import match
+        from .partition import DEFAULT_MAX_BAND_ROWS
+        from .store.catalog import SearchMeta
 
         t0 = time.time()
         sp = SearchParams.parse(similarity, rotate=rotate, same_dim=same_dim, lazy=lazy,
                                 in_folder=in_folder, px_size=px_size)
         procs = check_processes(processes)  # accepted (difPy's), recorded; nothing to spread
         criteria = keeprules.parse_keep(keep)
+        band_rows = DEFAULT_MAX_BAND_ROWS if max_band_rows is None else int(max_band_rows)
+        if band_rows < 2:
+            raise UsageError(f"invalid max_band_rows {max_band_rows!r}: must be at least 2")
         folders = self._resolve_search_dirs(dirs)
         refs = self._resolve_search_dirs(reference) if reference is not None else []
         refs = refs or []
         if refs and sp.in_folder:
             raise UsageError("reference folders cannot be combined with in_folder")
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
-        data = self._catalog.search_input(sp.px_size, self.recipe, scope)
+        banded = executor is not None or (
+            self._catalog.count_tensors(sp.px_size, self.recipe, scope) > band_rows
+        )
+        data: SearchInput | SearchMeta
+        if banded:
+            data = self._catalog.search_meta(sp.px_size, self.recipe, scope)
+        else:
+            data = self._catalog.search_input(sp.px_size, self.recipe, scope)
         self._check_px_cached(data, sp.px_size, scope)
         unreachable = self.unreachable_roots()
         if unreachable:
@@ -408,11 +430,15 @@ class Index:
         groups: list[GroupInfo] = []
         found_rows: list[list[int]] = []
         for folder, subset in scopes:
-            found = match.find_groups(
-                data.tensors, data.widths, data.heights, data.sizes, data.paths,
-                sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, subset=subset,
-                order=order, protected=is_ref,
-            )
+            if isinstance(data, SearchMeta):
+                found = _banded(self._catalog.tensor_loader(sp.px_size, self.recipe), data, subset,
+                                sp, band_rows, executor, order, is_ref)
+            else:
+                found = match.find_groups(
+                    data.tensors, data.widths, data.heights, data.sizes, data.paths,
+                    sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, subset=subset,
+                    order=order, protected=is_ref,
+                )
             for fg in found:
                 found_rows.append([fg.key, *(m.index for m in fg.members)])
                 groups.append(
@@ -483,7 +509,7 @@ class Index:
             _index=self,
         )
 
-    def _check_px_cached(self, data: SearchInput, px_size: int, folders: list[bytes] | None) -> None:
+    def _check_px_cached(self, data: SearchInput | SearchMeta, px_size: int, folders: list[bytes] | None) -> None:
         if len(data.paths) or px_size == DEFAULT_PX_SIZE:
             return
         sizes = self._catalog.counts()["px_sizes"]
@@ -560,7 +586,7 @@ def _below(paths: list[bytes], folder: bytes) -> np.ndarray:
     return np.array([i for i, p in enumerate(paths) if p.startswith(base)], dtype=np.int64)
 
 
-def _top_level(data: SearchInput, folders: list[bytes]) -> SearchInput:
+def _top_level(data: SearchInput | SearchMeta, folders: list[bytes]) -> SearchInput | SearchMeta:
     """Only the rows directly inside ``folders`` (a non-recursive search)."""
     import numpy as np
 
@@ -577,3 +603,34 @@ def _under_any(paths: list[bytes], folders: Sequence[bytes]) -> np.ndarray:
 
     bases = tuple(folder_prefix(f) for f in folders)
     return np.fromiter((p.startswith(bases) for p in paths), dtype=bool, count=len(paths))
+
+
+def _banded(
+    loader: Callable[[np.ndarray], np.ndarray], data: SearchMeta, subset: np.ndarray | None,
+    sp: SearchParams, band_rows: int, executor: Executor | None, order: np.ndarray,
+    protected: np.ndarray | None,
+) -> list[match.Group]:
+    """``find_groups`` through the partitioned search; indices refer to ``data`` rows.
+
+    The rank is taken from the same keep-rule ``order`` ``find_groups`` claims in."""
+    import numpy as np
+
+    from . import match
+    from .partition import partitioned_groups
+
+    n = len(data.paths)
+    rows = np.arange(n) if subset is None else np.unique(np.asarray(subset, dtype=np.intp))
+    full = np.empty(n, dtype=np.int64)
+    full[np.asarray(order, dtype=np.intp)] = np.arange(n)
+    found = partitioned_groups(
+        loader, data.ids[rows], data.sums[rows], data.widths[rows], data.heights[rows],
+        sp.px_size, full[rows], [data.paths[i] for i in rows], sp.threshold, rotate=sp.rotate,
+        same_dim=sp.same_dim,
+        max_band_rows=band_rows, executor=executor,
+        protected=None if protected is None else np.asarray(protected, dtype=bool)[rows],
+    )
+    return [
+        match.Group(int(rows[g.key]), tuple(match.Member(int(rows[m.index]), m.mse, m.rotation)
+                                            for m in g.members))
+        for g in found
+    ]

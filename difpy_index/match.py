@@ -43,7 +43,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Group", "Member", "find_groups", "match_against", "mse_exact", "quality_order"]
+__all__ = [
+    "Group", "Member", "band_matches", "find_groups", "match_against", "mse_exact", "pixel_sums",
+    "quality_order",
+]
 
 #: Grid for the rotation-aware block bound (stage 3): 10x10 blocks x 3 channels. The
 #: rotation-invariant orbit bound (stage 2) merges its blocks in pairs: 6x6, 9 orbits x 3.

@@ -94,7 +94,7 @@ def sort_key(sums: np.ndarray, bucket: np.ndarray | None) -> np.ndarray:
 
 def _task(
     loader: Loader, ids: np.ndarray, outer: int, bucket: np.ndarray | None, rank: np.ndarray,
-    threshold: float, rotate: bool,
+    prot: np.ndarray, threshold: float, rotate: bool,
 ) -> tuple[np.ndarray, ...]:
     """One band task (runs wherever the executor puts it): load, match, return pairs.
 
@@ -107,7 +107,7 @@ def _task(
 
     tensors = loader(ids)
     if threshold == 0:
-        groups = match._groups_exact(tensors, np.arange(len(ids)), rank, bucket, rotate)
+        groups = match._groups_exact(tensors, np.arange(len(ids)), rank, bucket, rotate, prot)
         keys = [k for k, members in groups for _ in members]
         mem = [m for _, members in groups for m, _v, _k in members]
         rot = [k for _, members in groups for _m, _v, k in members]
@@ -131,12 +131,14 @@ def partitioned_groups(
     max_band_rows: int = DEFAULT_MAX_BAND_ROWS,
     executor: Executor | None = None,
     window: int = 4,
+    protected: np.ndarray | None = None,
 ) -> list[Group]:
     """``match.find_groups`` over rows whose tensors ``loader(ids)`` reads, band by band.
 
     ``rank`` is the quality rank of each row (smaller = better; a total order), exactly the
     one the in-memory search claims in. Indices in the result are row positions, as in
-    ``find_groups``. ``executor``: run tasks there (at most ``window`` in flight per
+    ``find_groups``. ``protected`` rows (reference files) may be keys, never members, as
+    in ``find_groups``. ``executor``: run tasks there (at most ``window`` in flight per
     worker slot the executor decides); None runs them here, one band pair at a time.
     """
     import numpy as np
@@ -150,6 +152,7 @@ def partitioned_groups(
     if n < 2:
         return []
     rank = np.asarray(rank, dtype=np.int64)
+    prot = np.zeros(n, dtype=bool) if protected is None else np.asarray(protected, dtype=bool)
     bucket = _dim_buckets((np.asarray(widths), np.asarray(heights)))[0] if same_dim else None
     comp = sort_key(sums, bucket)
     order = np.lexsort((rank, comp))  # ties in any fixed order; rank makes it deterministic
@@ -164,11 +167,12 @@ def partitioned_groups(
         tasks.append((np.arange(band.start, stop), band.stop - band.start))
     ids_s = np.asarray(ids)[order]
     rank_s = rank[order]
+    prot_s = prot[order]
     bucket_s = None if bucket is None else bucket[order]
 
     def args(pos: np.ndarray, outer: int) -> tuple:
         return (ids_s[pos], outer, None if bucket_s is None else bucket_s[pos], rank_s[pos],
-                threshold, rotate)
+                prot_s[pos], threshold, rotate)
 
     parts: list[tuple[np.ndarray, ...]] = []
 
@@ -205,7 +209,7 @@ def partitioned_groups(
         b = np.concatenate([p[1] for p in parts])
         mse = np.concatenate([p[2] for p in parts])
         ks = np.concatenate([p[3] for p in parts])
-        groups = _claim(a, b, mse, ks, rank, n)
+        groups = _claim(a, b, mse, ks, rank, prot)
     out = []
     for key, members in groups:
         members.sort(key=lambda m: (m[1], paths[m[0]]))
@@ -214,9 +218,11 @@ def partitioned_groups(
 
 
 def _claim(
-    a: np.ndarray, b: np.ndarray, mse: np.ndarray, ks: np.ndarray, rank: np.ndarray, n: int
+    a: np.ndarray, b: np.ndarray, mse: np.ndarray, ks: np.ndarray, rank: np.ndarray,
+    prot: np.ndarray,
 ) -> list[tuple[int, list[tuple[int, float, int]]]]:
-    """Greedy claiming in rank order over verified pairs (``rank[a] < rank[b]``)."""
+    """Greedy claiming in rank order over verified pairs (``rank[a] < rank[b]``);
+    protected rows are never claimed (``match._claim_from_pairs``)."""
     import numpy as np
 
     if len(a) == 0:
@@ -225,13 +231,13 @@ def _claim(
     a, b, mse, ks = a[order], b[order], mse[order], ks[order]
     starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
     ends = np.r_[starts[1:], len(a)]
-    claimed = np.zeros(n, dtype=bool)
+    claimed = np.zeros(len(rank), dtype=bool)
     groups: list[tuple[int, list[tuple[int, float, int]]]] = []
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         key = int(a[s])
         if claimed[key]:
             continue
-        free = ~claimed[b[s:e]]
+        free = ~(claimed[b[s:e]] | prot[b[s:e]])
         if not free.any():
             continue
         mb = b[s:e][free]

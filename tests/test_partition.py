@@ -39,13 +39,21 @@ def ranks(w, h, s, p, rows):
     return r
 
 
-def run_partitioned(t, w, h, s, p, threshold, rotate, same_dim, subset, max_rows, executor=None):
+def run_partitioned(t, w, h, s, p, threshold, rotate, same_dim, subset, max_rows, executor=None,
+                    order=None, protected=None):
     rows = np.arange(len(p)) if subset is None else np.unique(subset)
     loader = ArrayLoader(t)
+    if order is None:
+        rank = ranks(w, h, s, p, rows)
+    else:  # a keep rule's order over all rows, as find_groups(order=) takes it
+        full = np.empty(len(p), dtype=np.int64)
+        full[order] = np.arange(len(p))
+        rank = full[rows]
     got = partition.partitioned_groups(
-        loader, rows, pixel_sums(t[rows]), w[rows], h[rows], t.shape[1], ranks(w, h, s, p, rows),
+        loader, rows, pixel_sums(t[rows]), w[rows], h[rows], t.shape[1], rank,
         [p[i] for i in rows], threshold, rotate=rotate, same_dim=same_dim,
         max_band_rows=max_rows, executor=executor,
+        protected=None if protected is None else protected[rows],
     )
     # positions in ``rows`` -> row indices of the input, as find_groups reports them
     return [type(g)(int(rows[g.key]), tuple(type(m)(int(rows[m.index]), m.mse, m.rotation)
@@ -94,6 +102,25 @@ def test_partitioned_equals_in_memory_and_reference(cat, rotate, same_dim, use_s
     got = run_partitioned(t, w, h, s, p, threshold, rotate, same_dim, subset, max_rows)
     assert got == want  # rotations included, not only the canonical form
     assert canon(got) == canon(ref_groups(t, w, h, s, p, threshold, rotate, same_dim, subset))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cat=shifted_catalogs(), rotate=st.booleans(), same_dim=st.booleans(),
+       threshold=st.sampled_from(THRESHOLDS), max_rows=st.integers(1, 7),
+       seed=st.integers(0, 1000))
+def test_partitioned_follows_keep_order_and_references(cat, rotate, same_dim, threshold, max_rows,
+                                                       seed):
+    """Any keep-rule order and reference (protected) rows: the same groups as find_groups."""
+    t, w, h, s, p = cat
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(p))
+    protected = rng.random(len(p)) < 0.3
+    subset = np.flatnonzero(rng.random(len(p)) < 0.8) if seed % 2 else None
+    want = find_groups(t, w, h, s, p, threshold, rotate=rotate, same_dim=same_dim, subset=subset,
+                       order=order, protected=protected)
+    got = run_partitioned(t, w, h, s, p, threshold, rotate, same_dim, subset, max_rows,
+                          order=order, protected=protected)
+    assert got == want
 
 
 @pytest.mark.parametrize("threshold", [0, 4, 5])

@@ -6,6 +6,6 @@ a connection, so the search core and the workers stay free of SQL.
 
 from __future__ import annotations
 
-from .catalog import Catalog, KnownFile, RootInfo, SearchInput
+from .catalog import Catalog, KnownFile, RootInfo, SearchInput, SearchMeta, TensorLoader
 
-__all__ = ["Catalog", "KnownFile", "RootInfo", "SearchInput"]
+__all__ = ["Catalog", "KnownFile", "RootInfo", "SearchInput", "SearchMeta", "TensorLoader"]

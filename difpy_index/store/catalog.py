@@ -68,6 +68,80 @@ class SearchInput:
         )
 
 
+@dataclass(slots=True)
+class SearchMeta:
+    """``SearchInput`` without tensors, plus each tensor's pixel sum (see ``partition``)."""
+
+    ids: np.ndarray  # file ids: what band tasks read tensors by
+    paths: list[bytes]
+    sizes: np.ndarray
+    widths: np.ndarray
+    heights: np.ndarray
+    sums: np.ndarray  # (n,) int64
+    mtimes: np.ndarray | None = None
+    formats: list[str | None] | None = None
+
+    def take(self, rows: np.ndarray) -> SearchMeta:
+        """The same columns restricted to ``rows`` (in that order)."""
+        return SearchMeta(
+            ids=self.ids[rows], paths=[self.paths[i] for i in rows],
+            sizes=self.sizes[rows], widths=self.widths[rows], heights=self.heights[rows],
+            sums=self.sums[rows], mtimes=None if self.mtimes is None else self.mtimes[rows],
+            formats=None if self.formats is None else [self.formats[i] for i in rows],
+        )
+
+
+def pixel_sum(blob: bytes) -> int:
+    """The integer sum of a tensor's bytes (rotation-invariant; the band sort key)."""
+    import numpy as np
+
+    return int(np.frombuffer(blob, dtype=np.uint8).sum(dtype=np.int64))
+
+
+class TensorLoader:
+    """Reads tensors by file id from a SQLite catalog, read-only; picklable, so a band task
+    on another process or a Dask worker (same file system) opens the catalog itself."""
+
+    #: ids per query: well below SQLite's host-parameter limit
+    CHUNK = 900
+
+    def __init__(self, path: str, px_size: int, recipe: str) -> None:
+        self.path, self.px_size, self.recipe = path, px_size, recipe
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        from .db import connect_raw
+
+        px = self.px_size
+        d = px * px * 3
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), px, px, 3), dtype=np.uint8)
+        flat = out.reshape(len(ids), d)
+        where = {int(f): i for i, f in enumerate(ids.tolist())}
+        conn = connect_raw(Path(self.path), read_only=True)
+        try:
+            conn.execute("BEGIN")  # one snapshot for the whole read
+            seen = 0
+            for c0 in range(0, len(ids), self.CHUNK):
+                chunk = ids[c0 : c0 + self.CHUNK].tolist()
+                marks = ",".join("?" * len(chunk))
+                for fid, blob in conn.execute(
+                    f"SELECT file_id, data FROM tensors WHERE px_size = ? AND recipe = ? "
+                    f"AND file_id IN ({marks})", [px, self.recipe, *chunk],
+                ):
+                    flat[where[fid]] = np.frombuffer(blob, dtype=np.uint8)
+                    seen += 1
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        if seen != len(where):
+            from ..errors import CatalogError
+
+            raise CatalogError(f"catalog {self.path} changed during the search; run it again")
+        return out
+
+
 def now_ns() -> int:
     return time.time_ns()
 
@@ -278,7 +352,8 @@ class Catalog:
             if invalid:
                 conn.execute(delete(Tensor).where(Tensor.file_id.in_(invalid)))
             trows = [
-                {"file_id": ids[d.path], "px_size": px, "recipe": recipe, "data": blob}
+                {"file_id": ids[d.path], "px_size": px, "recipe": recipe, "data": blob,
+                 "pixel_sum": pixel_sum(blob)}
                 for d in results
                 if not d.error
                 for px, blob in d.tensors.items()
@@ -288,7 +363,8 @@ class Catalog:
                 conn.execute(
                     tins.on_conflict_do_update(
                         index_elements=["file_id", "px_size"],
-                        set_={"recipe": tins.excluded.recipe, "data": tins.excluded.data},
+                        set_={"recipe": tins.excluded.recipe, "data": tins.excluded.data,
+                              "pixel_sum": tins.excluded.pixel_sum},
                     ),
                     trows,
                 )
@@ -402,6 +478,51 @@ class Catalog:
             [px_size, recipe, *params],
         )
         return {bytes(r[0]): (r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows}
+
+    def search_meta(
+        self, px_size: int, recipe: str, folders: Sequence[bytes] | None = None
+    ) -> SearchMeta:
+        """``search_input`` without the tensors: the summaries the partitioned search plans
+        its bands from (tensors are read band by band through ``tensor_loader``)."""
+        import numpy as np
+
+        where, params = _below_sql(folders)
+        rows = self._raw_query(
+            "SELECT f.id, f.path, f.size, f.width, f.height, t.pixel_sum, "
+            "f.mtime_ns, f.format FROM files f JOIN tensors t ON t.file_id = f.id "
+            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where} ORDER BY f.path",
+            [px_size, recipe, *params],
+        )
+        n = len(rows)
+        cols = np.array([(r[0], r[2], r[3], r[4], -1 if r[5] is None else r[5], r[6])
+                         for r in rows], dtype=np.int64).reshape(n, 6)
+        sums = cols[:, 4].copy()
+        missing = np.flatnonzero(sums < 0)
+        if len(missing):  # rows written by code older than schema 0003 (cannot happen
+            # after the migration, which fills them; kept so a search never misorders)
+            loader = self.tensor_loader(px_size, recipe)
+            for c0 in range(0, len(missing), 4096):
+                part = missing[c0 : c0 + 4096]
+                t = loader(cols[part, 0])
+                sums[part] = t.reshape(len(part), -1).sum(axis=1, dtype=np.int64)
+        return SearchMeta(
+            ids=cols[:, 0].copy(), paths=[bytes(r[1]) for r in rows],
+            sizes=cols[:, 1].copy(), widths=cols[:, 2].copy(), heights=cols[:, 3].copy(),
+            sums=sums, mtimes=cols[:, 5].copy(), formats=[r[7] for r in rows],
+        )
+
+    def count_tensors(self, px_size: int, recipe: str, folders: Sequence[bytes] | None = None) -> int:
+        """How many images ``search_input`` would return (decides in-memory vs banded)."""
+        where, params = _below_sql(folders)
+        return int(self._raw_query(
+            "SELECT count(*) FROM files f JOIN tensors t ON t.file_id = f.id "
+            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where}",
+            [px_size, recipe, *params],
+        )[0][0])
+
+    def tensor_loader(self, px_size: int, recipe: str) -> TensorLoader:
+        """A picklable ``ids -> tensors`` reader of this catalog (for band tasks)."""
+        return TensorLoader(str(self.path), px_size, recipe)
 
     def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
         where, params = _below_sql(folders)

@@ -65,6 +65,8 @@ class Tensor(Base):
     px_size: Mapped[int] = mapped_column(Integer, primary_key=True)
     recipe: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # integer sum of every element (rotation-invariant): the partitioned search's sort key
+    pixel_sum: Mapped[int | None] = mapped_column(BigInteger)
 
 
 Index("ix_files_status", File.status)
