@@ -442,6 +442,10 @@ def search(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what --move-to/--delete/--trash would do; change nothing.")] = False,
     report: Annotated[Path | None, typer.Option("--report", metavar="PAGE.html", help="Write an HTML review page of the groups.")] = None,
     no_update: NoUpdate = False,
+    max_band_rows: Annotated[int | None, typer.Option(
+        "--max-band-rows", metavar="N", min=2,
+        help="Tensors one search task may hold; more images are searched band by band "
+             "(the same result, bounded memory; default 100000).")] = None,
 ) -> None:
     """Find duplicate and similar images among the cached tensors."""
     state = _state(ctx)
@@ -463,6 +467,7 @@ def search(
             [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
             same_dim=same_dim, in_folder=in_folder, px_size=px_size, processes=processes,
             keep=keep, reference=[str(r) for r in reference] if reference else None,
+            max_band_rows=max_band_rows,
         )
         for r in found.unreachable:
             if r not in warned:
