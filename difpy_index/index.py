@@ -399,7 +399,7 @@ class Index:
             raise UsageError("reference folders cannot be combined with in_folder")
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
         banded = executor is not None or (
-            self._catalog.count_tensors(sp.px_size, self.recipe, scope) > band_rows
+            self._catalog.count_images(scope) > band_rows
         )
         data: SearchInput | SearchMeta
         if banded:

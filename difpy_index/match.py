@@ -640,6 +640,17 @@ def pixel_sums(tensors: np.ndarray) -> np.ndarray:
     return out
 
 
+def band_features(tensors: np.ndarray) -> _Features:
+    """The lower-bound features ``band_matches`` uses (opaque; see ``concat_features``)."""
+    return _features(tensors, np.arange(len(tensors)))
+
+
+def concat_features(parts: Sequence[_Features]) -> _Features:
+    """Features of concatenated rows (a band and its neighbour)."""
+    return _Features(*(np.concatenate([getattr(p, k) for p in parts])
+                       for k in ("mean", "orbit", "block")))
+
+
 def band_matches(
     tensors: np.ndarray,
     bucket: np.ndarray | None,
@@ -647,6 +658,7 @@ def band_matches(
     outer: int,
     threshold: float,
     rotate: bool,
+    feat: _Features | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every matching pair of a task of the partitioned search, verified exactly.
 
@@ -656,11 +668,12 @@ def band_matches(
     with ``rank[a] < rank[b]`` and ``mse == mse(a, rot90(b, k))`` -- the same pairs,
     values and rotations the in-memory search would verify, so claiming them in rank order
     gives its groups exactly. ``threshold`` must be > 0 (0 is a hash grouping per band).
+    ``feat``: the rows' ``band_features`` when the caller keeps them from a previous task.
     """
     n = len(tensors)
     lim = threshold + _margin(threshold)
-    rows = np.arange(n)
-    feat = _features(tensors, rows)
+    if feat is None:
+        feat = band_features(tensors)
     r = min(math.sqrt(threshold), 256.0) + 1e-6
     comp = feat.mean if bucket is None else bucket * 1024.0 + feat.mean
     fs = feat.orbit

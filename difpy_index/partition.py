@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -181,8 +181,7 @@ def partitioned_groups(
         parts.append((order[pos[res[0]]], order[pos[res[1]]], *res[2:]))
 
     if executor is None:
-        for pos, outer in tasks:
-            collect(pos, _task(loader, *args(pos, outer)))
+        _run_local(loader, bands, tasks, args, collect, threshold)
     else:
         pending: deque[tuple[np.ndarray, int]] = deque(tasks)
         inflight: dict[Future, np.ndarray] = {}
@@ -215,6 +214,46 @@ def partitioned_groups(
         members.sort(key=lambda m: (m[1], paths[m[0]]))
         out.append(Group(int(key), tuple(Member(int(i), float(v), 90 * int(k)) for i, v, k in members)))
     return out
+
+
+def _run_local(
+    loader: Loader, bands: list[Band], tasks: list[tuple[np.ndarray, int]],
+    args: Callable[[np.ndarray, int], tuple], collect: Callable[[np.ndarray, tuple], None],
+    threshold: float,
+) -> None:
+    """The tasks in order, here: each band is read and its features computed once (the
+    upper neighbour of task k is the own band of task k+1), so the local search costs what
+    the in-memory one does, holding at most two bands (plus one band's copy)."""
+    import numpy as np
+
+    from . import match
+
+    if threshold == 0:
+        for pos, outer in tasks:
+            collect(pos, _task(loader, *args(pos, outer)))
+        return
+    kept: tuple[np.ndarray, match._Features] | None = None
+    for k, (pos, outer) in enumerate(tasks):
+        ids, _outer, bucket, rank, _prot, thr, rotate = args(pos, outer)
+        own = kept if kept is not None else _read(loader, ids[:outer])
+        kept = None
+        if len(pos) > outer:  # the upper neighbour: read once, kept for task k+1
+            kept = _read(loader, ids[outer:])
+            tensors = np.concatenate([own[0], kept[0]])
+            feat = match.concat_features([own[1], kept[1]])
+        else:
+            tensors, feat = own
+        del own
+        assert k + 1 == len(tasks) or len(pos) - outer == bands[k + 1].stop - bands[k + 1].start
+        collect(pos, match.band_matches(tensors, bucket, rank, outer, thr, rotate, feat=feat))
+        del tensors, feat
+
+
+def _read(loader: Loader, ids: np.ndarray) -> tuple[np.ndarray, Any]:
+    from . import match
+
+    t = loader(ids)
+    return t, match.band_features(t)
 
 
 def _claim(

@@ -511,13 +511,13 @@ class Catalog:
             sums=sums, mtimes=cols[:, 5].copy(), formats=[r[7] for r in rows],
         )
 
-    def count_tensors(self, px_size: int, recipe: str, folders: Sequence[bytes] | None = None) -> int:
-        """How many images ``search_input`` would return (decides in-memory vs banded)."""
+    def count_images(self, folders: Sequence[bytes] | None = None) -> int:
+        """Decoded images (optionally below ``folders``): an upper bound of what
+        ``search_input`` returns for any px size, from the indexes alone (no tensor read),
+        so choosing between the in-memory and the banded search costs nothing."""
         where, params = _below_sql(folders)
         return int(self._raw_query(
-            "SELECT count(*) FROM files f JOIN tensors t ON t.file_id = f.id "
-            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where}",
-            [px_size, recipe, *params],
+            f"SELECT count(*) FROM files f WHERE f.status = 'ok'{where}", params
         )[0][0])
 
     def tensor_loader(self, px_size: int, recipe: str) -> TensorLoader:

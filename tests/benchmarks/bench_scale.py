@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 PX = 50
 DIMS = [(4000, 3000), (3000, 4000), (1920, 1080), (1080, 1920), (1600, 1200), (1024, 768),
         (800, 600), (2048, 1536), (1280, 720), (640, 480), (3264, 2448), (1000, 1000)]
-CHUNK = 20_000
+CHUNK = 10_000
 
 
 def bases(count: int, seed: int) -> np.ndarray:
@@ -54,10 +54,11 @@ def generate(n: int, seed: int, base: np.ndarray):
     while done < n:
         c = min(CHUNK, n - done)
         pick = rng.integers(0, len(base), c)
-        t = base[pick].astype(np.int16)
-        t = t * rng.uniform(0.8, 1.2, (c, 1, 1, 3)) + rng.integers(-45, 46, (c, 1, 1, 1))
-        t = t + rng.integers(-3, 4, t.shape)
-        t = np.clip(np.rint(t), 0, 255).astype(np.uint8)
+        t = base[pick].astype(np.float32)
+        t *= rng.uniform(0.8, 1.2, (c, 1, 1, 3)).astype(np.float32)
+        t += rng.integers(-45, 46, (c, 1, 1, 1)).astype(np.float32)
+        t += rng.integers(-3, 4, t.shape, dtype=np.int8)
+        t = np.clip(np.rint(t, out=t), 0, 255, out=t).astype(np.uint8)
         flip = rng.random(c) < 0.5
         t[flip] = t[flip][:, :, ::-1]
         d = rng.integers(0, len(DIMS), c)
