@@ -6,16 +6,17 @@ Errors become one line on stderr and an exit code (0 ok, 1 failure, 2 bad input,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -97,6 +98,10 @@ class _Group(TyperGroup):
             err("aborted")
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 
 app = typer.Typer(
@@ -214,6 +219,18 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _executor(scheduler: str | None) -> Iterator[Executor | None]:
+    """A Dask cluster's executor for ``--scheduler``, else None (work stays local)."""
+    if scheduler is None:
+        yield None
+        return
+    from .cluster import dask_executor
+
+    with dask_executor(scheduler) as ex:
+        yield ex
+
+
 def _catalog_failure(exc: BaseException, catalog: Path | None) -> tuple[str, int] | None:
     """An SQLite failure (bare or wrapped by SQLAlchemy) as one user line and an exit code.
 
@@ -294,6 +311,10 @@ def _print_json(obj: Any) -> None:
 Dirs = Annotated[list[Path], typer.Argument(metavar="DIR", help="Folders to index.", show_default=False)]
 PxSize = Annotated[int, typer.Option("--px-size", metavar="N", help="Tensor size in pixels (10..5000), as difPy.")]
 Processes = Annotated[int | None, typer.Option("--processes", metavar="N", help="Worker processes (default: all cores).")]
+Scheduler = Annotated[str | None, typer.Option(
+    "--scheduler", metavar="ADDRESS",
+    help="Run on a Dask cluster (tcp://host:8786); its workers must see the same paths "
+         "(needs the cluster extra).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
@@ -309,16 +330,17 @@ def update(
     include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index names starting with '.'.")] = False,
     all_extensions: Annotated[bool, typer.Option("--all-extensions", help="Try every file, not only image extensions.")] = False,
     json_out: JsonOut = False,
+    scheduler: Scheduler = None,
 ) -> None:
     """Index folders: decode new and changed files, drop deleted ones (no DIR: every root)."""
     state = _state(ctx)
-    with _open(state) as idx:
+    with _executor(scheduler) as executor, _open(state) as idx:
         if not dirs and not idx.root_paths():
             raise_usage("no folder given and none indexed yet: run 'difpy-index update DIR'")
         report = idx.update(
             [str(d) for d in dirs] if dirs else None, px_size=px_size, recursive=not no_recursive,
             include_hidden=include_hidden, limit_extensions=not all_extensions,
-            processes=processes, progress=_progress(state, json_out),
+            processes=processes, progress=_progress(state, json_out), executor=executor,
         )
     for path, reason in report.problems:
         if not state.quiet:
@@ -446,6 +468,7 @@ def search(
         "--max-band-rows", metavar="N", min=2,
         help="Tensors one search task may hold; more images are searched band by band "
              "(the same result, bounded memory; default 100000).")] = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Find duplicate and similar images among the cached tensors."""
     state = _state(ctx)
@@ -457,7 +480,7 @@ def search(
         output_format = OutFormat.json
     if dry_run and move_to is None and not delete and not trash:
         raise_usage("--dry-run needs --move-to DEST, --delete or --trash")
-    with _open(state, create=False) as idx:
+    with _executor(scheduler) as executor, _open(state, create=False) as idx:
         warned = set()
         if not no_update:
             scope = [str(d) for d in [*(dirs or []), *(reference or [])]] if dirs else None
@@ -467,7 +490,7 @@ def search(
             [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
             same_dim=same_dim, in_folder=in_folder, px_size=px_size, processes=processes,
             keep=keep, reference=[str(r) for r in reference] if reference else None,
-            max_band_rows=max_band_rows,
+            max_band_rows=max_band_rows, executor=executor,
         )
         for r in found.unreachable:
             if r not in warned:

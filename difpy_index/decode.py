@@ -22,7 +22,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 #: Bumped whenever the tensor recipe changes; stored with every tensor.
 RECIPE_VERSION = "difpy421-bicubic-1"
@@ -49,6 +52,9 @@ class DecodeSettings:
     recipe: str
     processes: int | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    #: decode on this ``concurrent.futures`` executor (e.g. a Dask client's) instead of a
+    #: pool of our own; its workers need the same file paths
+    executor: Executor | None = None
 
 
 #: difPy 4.2.1's extension list, plus bmp (SEMANTICS.md section 1).

@@ -125,16 +125,20 @@ class Index:
         limit_extensions: bool = True,
         processes: int | None = None,
         progress: Progress | None = None,
+        executor: Executor | None = None,
     ) -> UpdateReport:
         """Bring the catalog in line with the folders: decode only new or changed files.
 
-        Without ``dirs``, every root already in the catalog is updated.
+        Without ``dirs``, every root already in the catalog is updated. ``executor`` (any
+        ``concurrent.futures`` one, e.g. ``distributed.Client(address).get_executor()``)
+        decodes there, in batches of paths; its workers must see the same paths. The
+        catalog is written here, as without it.
         """
         from .decode import image_extensions
         from .scan import ScanOptions, check_dirs
         from .update import run_update
 
-        settings = self._decode_settings(px_size, processes)
+        settings = self._decode_settings(px_size, processes, executor)
         if dirs is None:
             roots = self.root_paths()
         else:
@@ -176,11 +180,12 @@ class Index:
         return run_update_paths(self._catalog, files, check_dirs(_as_list(roots)), options,
                                 settings, progress or NullProgress())
 
-    def _decode_settings(self, px_size: int | Sequence[int], processes: int | None) -> DecodeSettings:
+    def _decode_settings(self, px_size: int | Sequence[int], processes: int | None,
+                         executor: Executor | None = None) -> DecodeSettings:
         sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
         return DecodeSettings(
             px_sizes=tuple(sorted({check_px_size(px) for px in sizes})), recipe=self.recipe,
-            processes=check_processes(processes), max_pixels=self.max_pixels,
+            processes=check_processes(processes), max_pixels=self.max_pixels, executor=executor,
         )
 
     # -- read ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, TypeVar
@@ -94,8 +94,14 @@ def decode_all(
     processes: int,
     max_pixels: int | None,
     on_result: Callable[[list[Decoded]], None],
+    executor: Executor | None = None,
 ) -> None:
-    """Decode every path, handing results to ``on_result`` in completion order."""
+    """Decode every path, handing results to ``on_result`` in completion order.
+
+    ``executor``: decode there instead of in a pool of our own (see ``decode_on``)."""
+    if executor is not None and paths:
+        decode_on(executor, paths, px_sizes, max_pixels, on_result, processes=processes)
+        return
     fn = partial(decode_batch, px_sizes=px_sizes)
     suspects = map_batches(fn, paths, on_result, processes=processes,
                            initializer=init_worker, initargs=(max_pixels,))
@@ -109,6 +115,85 @@ def decode_all(
             suspects = crashed[1:]
         else:
             suspects = []
+
+
+#: files per task on an outside executor (a Dask cluster): a network round trip per task
+EXECUTOR_TASK_FILES = 32
+
+
+def decode_task(paths: list[bytes], px_sizes: tuple[int, ...], max_pixels: int | None) -> list[Decoded]:
+    """One executor task: paths in, tensors out (workers need the same file paths, never
+    the catalog). Sets the worker's bomb limit first: it may be a fresh process or thread."""
+    init_worker(max_pixels)
+    return decode_batch(paths, px_sizes)
+
+
+def decode_on(
+    executor: Executor,
+    paths: Sequence[bytes],
+    px_sizes: tuple[int, ...],
+    max_pixels: int | None,
+    on_result: Callable[[list[Decoded]], None],
+    *,
+    batch: int = EXECUTOR_TASK_FILES,
+    window: int = 16,
+    processes: int = 1,
+) -> None:
+    """Decode on any ``concurrent.futures`` executor (``distributed.Client.get_executor()``,
+    a thread or process pool): batches of paths, at most ``window`` tasks in flight.
+
+    A task that fails (its worker died: Dask reports ``KilledWorker`` after its retries) is
+    retried one file per task; a file that fails alone is recorded as invalid. If the
+    executor itself breaks, the rest is decoded here, in our own crash-proof pool.
+    """
+    from concurrent.futures import BrokenExecutor
+
+    fn = partial(decode_task, px_sizes=px_sizes, max_pixels=max_pixels)
+    tasks = [list(paths[i : i + batch]) for i in range(0, len(paths), batch)]
+    try:
+        lost = _run_executor(executor, fn, tasks, on_result, window)
+        if lost:
+            for bad in _run_executor(executor, fn, [[p] for p in lost], on_result, window):
+                on_result([_crash_result(bad)])
+    except BrokenExecutor as exc:
+        done = set(exc.args[1]) if len(exc.args) > 1 else set()
+        rest = [p for p in paths if p not in done]
+        decode_all(rest, px_sizes, processes, max_pixels, on_result)
+
+
+def _run_executor(
+    executor: Executor, fn: Callable[[list[T]], list[R]], tasks: list[list[T]],
+    on_result: Callable[[list[R]], None], window: int,
+) -> list[T]:
+    """Tasks on an outside executor, bounded in flight; the items of failed tasks back.
+
+    Raises ``BrokenExecutor(msg, handled_items)`` when the executor stops taking work."""
+    from concurrent.futures import BrokenExecutor
+
+    pending: deque[list[T]] = deque(tasks)
+    inflight: dict[Future[list[R]], list[T]] = {}
+    lost: list[T] = []
+    handled: list[T] = []
+    while pending or inflight:
+        while pending and len(inflight) < window:
+            task = pending.popleft()
+            try:
+                inflight[executor.submit(fn, task)] = task
+            except (BrokenExecutor, RuntimeError) as exc:  # shut down or broken
+                raise BrokenExecutor(str(exc), handled) from exc
+        done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+        for fut in done:
+            task = inflight.pop(fut)
+            try:
+                results = fut.result()
+            except BrokenExecutor as exc:
+                raise BrokenExecutor(str(exc), handled) from exc
+            except Exception:  # the task's worker died or the task raised: retry smaller
+                lost.extend(task)
+                continue
+            on_result(results)
+            handled.extend(task)
+    return lost
 
 
 def _worker_init(init: Callable[[], None], parent: int) -> None:

@@ -255,7 +255,7 @@ def apply_changes(
     try:
         for sizes, paths in groups.items():
             decode_all(paths, sizes, settings.processes or default_processes(),
-                       settings.max_pixels, on_result)
+                       settings.max_pixels, on_result, executor=settings.executor)
     finally:
         flush()
         progress.finish()
