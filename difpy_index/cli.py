@@ -118,7 +118,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class State:
-    catalog: Path | None = None
+    catalog: str | None = None  # a file path, or a postgresql+psycopg:// URL
     verbose: int = 0
     quiet: bool = False
 
@@ -231,7 +231,7 @@ def _executor(scheduler: str | None) -> Iterator[Executor | None]:
         yield ex
 
 
-def _catalog_failure(exc: BaseException, catalog: Path | None) -> tuple[str, int] | None:
+def _catalog_failure(exc: BaseException, catalog: str | Path | None) -> tuple[str, int] | None:
     """An SQLite failure (bare or wrapped by SQLAlchemy) as one user line and an exit code.
 
     SQLAlchemy's own text spans two lines and names its classes; a full disk, an I/O error
@@ -240,6 +240,11 @@ def _catalog_failure(exc: BaseException, catalog: Path | None) -> tuple[str, int
     import sqlite3
 
     orig = getattr(exc, "orig", None) or exc
+    if type(orig).__module__.split(".")[0] == "psycopg":  # a PostgreSQL catalog's failure
+        from .store.db import display_url
+
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return f"catalog {display_url(str(catalog))}: {text}", 1
     if not isinstance(orig, sqlite3.Error):
         return None
     if catalog is None:
@@ -269,8 +274,10 @@ def _show_version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     catalog: Annotated[
-        Path | None,
-        typer.Option("--catalog", envvar="DIFPY_INDEX_CATALOG", metavar="PATH", help="Catalog file (SQLite; also after the command)."),
+        str | None,
+        typer.Option("--catalog", envvar="DIFPY_INDEX_CATALOG", metavar="PATH|URL",
+                     help="Catalog file (SQLite), or postgresql+psycopg://USER:PW@HOST:PORT/DB "
+                          "(needs the cluster extra); also after the command."),
     ] = None,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False, help="More log output; tracebacks (also after the command).")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors on stderr; no progress (also after the command).")] = False,

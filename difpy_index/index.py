@@ -55,7 +55,8 @@ class Index:
 
     def __init__(self, catalog: Catalog, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self._catalog = catalog
-        self.path = catalog.path
+        #: the catalog file, or a PostgreSQL catalog's URL without its password
+        self.path: Path | str = catalog.path
         self.max_pixels = max_pixels
         self._recipe: str | None = None
 
@@ -71,8 +72,12 @@ class Index:
         from .errors import CatalogError, NoCatalogError
         from .store import migrate
         from .store.catalog import Catalog
-        from .store.db import make_engine
+        from .store.db import is_url, make_engine
 
+        if path is None and is_url(os.environ.get("DIFPY_INDEX_CATALOG") or ""):
+            path = os.environ["DIFPY_INDEX_CATALOG"]
+        if path is not None and is_url(path):
+            return cls._open_url(os.fsdecode(path), max_pixels, create)
         p = Path(os.fsdecode(path)).expanduser() if path is not None else default_catalog_path()
         p = p.absolute()
         if not create and not p.exists():
@@ -96,6 +101,31 @@ class Index:
                 raise CatalogError(f"cannot write catalog {p}: {exc.orig}") from exc
             raise
         return cls(Catalog(p, engine), max_pixels=max_pixels)
+
+    @classmethod
+    def _open_url(cls, url: str, max_pixels: int | None, create: bool = True) -> Index:
+        """A PostgreSQL catalog: the same models and migrations, the same open policy
+        (create, upgrade once under an advisory lock, refuse a newer schema)."""
+        from .errors import CatalogError
+        from .store import migrate
+        from .store.catalog import Catalog
+        from .store.db import display_url, make_pg_engine
+
+        engine = make_pg_engine(url)
+        shown = display_url(url)
+        try:
+            migrate.open_pg(engine, shown, create)
+        except Exception as exc:
+            engine.dispose()
+            from sqlalchemy.exc import DBAPIError
+
+            if isinstance(exc, DBAPIError):
+                text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise CatalogError(f"cannot open catalog {shown}: {text}") from exc
+            raise
+        idx = cls(Catalog(Path(shown), engine, url=url), max_pixels=max_pixels)
+        idx.path = shown
+        return idx
 
     def close(self) -> None:
         self._catalog.dispose()
@@ -403,9 +433,9 @@ class Index:
         if refs and sp.in_folder:
             raise UsageError("reference folders cannot be combined with in_folder")
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
-        banded = executor is not None or (
+        banded = executor is not None or self._catalog.url is not None or (
             self._catalog.count_images(scope) > band_rows
-        )
+        )  # PostgreSQL: tensors are only ever read band by band, never all at once
         data: SearchInput | SearchMeta
         if banded:
             data = self._catalog.search_meta(sp.px_size, self.recipe, scope)

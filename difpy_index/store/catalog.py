@@ -142,6 +142,40 @@ class TensorLoader:
         return out
 
 
+class PgTensorLoader:
+    """``TensorLoader`` for a PostgreSQL catalog: the rows of one band by id (an array
+    parameter, binary results), never the whole table; picklable for Dask workers, which
+    connect to the database themselves."""
+
+    def __init__(self, url: str, px_size: int, recipe: str) -> None:
+        self.url, self.px_size, self.recipe = url, px_size, recipe
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        import numpy as np
+        import psycopg
+
+        px = self.px_size
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), px, px, 3), dtype=np.uint8)
+        flat = out.reshape(len(ids), px * px * 3)
+        where = {int(f): i for i, f in enumerate(ids.tolist())}
+        seen = 0
+        conninfo = "postgresql://" + self.url.split("://", 1)[1]
+        with psycopg.connect(conninfo) as conn, conn.cursor(binary=True) as cur:
+            for c0 in range(0, len(ids), 20_000):
+                cur.execute(
+                    "SELECT file_id, data FROM tensors WHERE px_size = %s AND recipe = %s "
+                    "AND file_id = ANY(%s)", (px, self.recipe, ids[c0 : c0 + 20_000].tolist()))
+                for fid, blob in cur:
+                    flat[where[fid]] = np.frombuffer(blob, dtype=np.uint8)
+                    seen += 1
+        if seen != len(where):
+            from ..errors import CatalogError
+
+            raise CatalogError("the catalog changed during the search; run it again")
+        return out
+
+
 def now_ns() -> int:
     return time.time_ns()
 
@@ -150,8 +184,11 @@ class Catalog:
     """SQLAlchemy for writes; the hot read path of ``search`` and ``status`` uses plain
     sqlite3, so a search over a cached catalog never imports SQLAlchemy (~150 ms)."""
 
-    def __init__(self, path: Path, engine: Engine | Callable[[], Engine]) -> None:
+    def __init__(self, path: Path, engine: Engine | Callable[[], Engine],
+                 url: str | None = None) -> None:
         self.path = path
+        #: a PostgreSQL catalog's URL (None: the SQLite file at ``path``)
+        self.url = url
         self._engine: Engine | None = None
         self._factory: Callable[[], Engine] | None = None
         if callable(engine) and not hasattr(engine, "connect"):
@@ -194,16 +231,30 @@ class Catalog:
         return conn
 
     def _raw_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Portable SQL with ``?`` placeholders: plain sqlite3, or the PostgreSQL engine."""
+        if self.url is not None:
+            with self.engine.connect() as pg:
+                return [tuple(r) for r in
+                        pg.exec_driver_sql(sql.replace("?", "%s"), tuple(params)).fetchall()]
         conn = self._raw()
         try:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
 
+    def _insert(self, table: Any) -> Any:
+        """INSERT with ON CONFLICT for this catalog's dialect (same API on both)."""
+        if self.url is not None:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
+
     # -- roots ------------------------------------------------------------------------
     def ensure_roots(self, paths: Sequence[bytes]) -> dict[bytes, int]:
         from sqlalchemy import select
-        from sqlalchemy.dialects.sqlite import insert
 
         from .models import Root
 
@@ -211,7 +262,7 @@ class Catalog:
             return {}
         with self.write() as conn:
             conn.execute(
-                insert(Root).on_conflict_do_nothing(index_elements=["path"]),
+                self._insert(Root).on_conflict_do_nothing(index_elements=["path"]),
                 [{"path": p, "added_ns": now_ns(), "updated_ns": None} for p in paths],
             )
             rows = conn.execute(select(Root.path, Root.id).where(Root.path.in_(list(paths))))
@@ -229,7 +280,8 @@ class Catalog:
 
     def roots(self) -> list[RootInfo]:
         rows = self._raw_query(
-            "SELECT r.id, r.path, count(f.id), coalesce(sum(f.status = 'invalid'), 0) "
+            "SELECT r.id, r.path, count(f.id), "
+            "coalesce(sum(CASE WHEN f.status = 'invalid' THEN 1 ELSE 0 END), 0) "
             "FROM roots r LEFT JOIN files f ON f.root_id = r.id GROUP BY r.id ORDER BY r.path"
         )
         return [RootInfo(r[0], bytes(r[1]), int(r[2]) - int(r[3]), int(r[3])) for r in rows]
@@ -294,7 +346,6 @@ class Catalog:
         A file whose size, mtime, inode or ctime changed loses its tensors of every other size.
         """
         from sqlalchemy import delete, select
-        from sqlalchemy.dialects.sqlite import insert
 
         from .models import File, Tensor
 
@@ -333,7 +384,7 @@ class Catalog:
                 }
                 for d in results
             ]
-            ins = insert(File)
+            ins = self._insert(File)
             conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["path"],
@@ -359,7 +410,7 @@ class Catalog:
                 for px, blob in d.tensors.items()
             ]
             if trows:
-                tins = insert(Tensor)
+                tins = self._insert(Tensor)
                 conn.execute(
                     tins.on_conflict_do_update(
                         index_elements=["file_id", "px_size"],
@@ -474,7 +525,7 @@ class Catalog:
         rows = self._raw_query(
             "SELECT f.path, f.size, f.mtime_ns, f.inode, f.ctime_ns, f.status, f.error, "
             "EXISTS (SELECT 1 FROM tensors t WHERE t.file_id = f.id AND t.px_size = ? "
-            f"AND t.recipe = ?) FROM files f WHERE 1{where}",
+            f"AND t.recipe = ?) FROM files f WHERE 1 = 1{where}",
             [px_size, recipe, *params],
         )
         return {bytes(r[0]): (r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows}
@@ -520,8 +571,10 @@ class Catalog:
             f"SELECT count(*) FROM files f WHERE f.status = 'ok'{where}", params
         )[0][0])
 
-    def tensor_loader(self, px_size: int, recipe: str) -> TensorLoader:
+    def tensor_loader(self, px_size: int, recipe: str) -> TensorLoader | PgTensorLoader:
         """A picklable ``ids -> tensors`` reader of this catalog (for band tasks)."""
+        if self.url is not None:
+            return PgTensorLoader(self.url, px_size, recipe)
         return TensorLoader(str(self.path), px_size, recipe)
 
     def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
@@ -534,20 +587,20 @@ class Catalog:
 
     # -- summary ----------------------------------------------------------------------
     def counts(self) -> dict[str, Any]:
-        conn = self._raw()
-        try:
-            files, invalid = conn.execute(
-                "SELECT coalesce(sum(status = 'ok'), 0), coalesce(sum(status = 'invalid'), 0) FROM files"
-            ).fetchone()
-            pxs = [r[0] for r in conn.execute("SELECT DISTINCT px_size FROM tensors ORDER BY px_size")]
-            rev = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-        finally:
-            conn.close()
-        size = sum(
-            os.path.getsize(p)
-            for p in (self.path, Path(f"{self.path}-wal"))
-            if os.path.exists(p)
-        )
+        files, invalid = self._raw_query(
+            "SELECT coalesce(sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), 0), "
+            "coalesce(sum(CASE WHEN status = 'invalid' THEN 1 ELSE 0 END), 0) FROM files"
+        )[0]
+        pxs = [r[0] for r in self._raw_query("SELECT DISTINCT px_size FROM tensors ORDER BY px_size")]
+        rev = self._raw_query("SELECT version_num FROM alembic_version")[0][0]
+        if self.url is not None:
+            size = int(self._raw_query("SELECT pg_database_size(current_database())")[0][0])
+        else:
+            size = sum(
+                os.path.getsize(p)
+                for p in (self.path, Path(f"{self.path}-wal"))
+                if os.path.exists(p)
+            )
         return {"files": files, "invalid": invalid, "px_sizes": pxs, "schema": rev, "bytes": size}
 
 
@@ -565,7 +618,7 @@ def _below_sql(folders: Sequence[bytes] | None) -> tuple[str, list[bytes]]:
     if folders is None:
         return "", []
     if not folders:
-        return " AND 0", []
+        return " AND 1 = 0", []
     params: list[bytes] = []
     for folder in folders:
         params.extend(prefix_bounds(folder))

@@ -6,6 +6,8 @@ so a transaction never fails half-way with "database is locked" (STYLE.md D5).
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -70,3 +72,47 @@ def _ensure_wal(conn: sqlite3.Connection) -> None:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+#: ``scheme://...``: a database URL, never a file path (``C:\x`` and ``./a:b`` are paths)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def is_url(text: str | bytes | os.PathLike[str]) -> bool:
+    """Is this ``--catalog`` value a database URL rather than a file path?"""
+    if isinstance(text, os.PathLike):
+        return False
+    return bool(_URL.match(os.fsdecode(text)))
+
+
+def display_url(url: str) -> str:
+    """The URL without its password (for messages, ``status`` and stats)."""
+    return re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def make_pg_engine(url: str) -> Engine:
+    """An engine on a PostgreSQL catalog (``postgresql[+psycopg]://...``).
+
+    Raises UsageError for another scheme, or when the cluster extra (psycopg) is missing.
+    """
+    from ..errors import UsageError
+
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("postgresql", "postgresql+psycopg", "postgres"):
+        raise UsageError(
+            f"unsupported catalog URL {display_url(url)}: use a file path (SQLite) or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            "a PostgreSQL catalog needs the cluster extra: pip install 'difpy-index[cluster]' "
+            f"({exc.name or 'psycopg'} is not installed)"
+        ) from exc
+    from sqlalchemy import create_engine
+
+    rest = url.split("://", 1)[1]
+    return create_engine(f"postgresql+psycopg://{rest}", pool_pre_ping=True, pool_size=4)

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CatalogError, NotACatalogError, SchemaTooNewError
+from ..errors import CatalogError, NoCatalogError, NotACatalogError, SchemaTooNewError
 from .db import APPLICATION_ID, SQLITE_MAGIC, connect_raw
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def inspect_file(path: Path) -> str | None:
         raise NotACatalogError(f"{path} is not a usable difpy-index catalog ({exc})") from exc
 
 
-def check_revision(path: Path, found: str | None) -> bool:
+def check_revision(path: Path | str, found: str | None) -> bool:
     """True when an upgrade is needed; raises for a schema newer than this code."""
     if found is None:
         return True
@@ -139,3 +139,50 @@ def upgrade(path: Path, engine: Engine) -> None:
                 backup(path, current)
             cfg = alembic_config(conn)
             command.upgrade(cfg, "head")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+#: ``pg_advisory_xact_lock`` key shared by every difpy-index opening a PostgreSQL catalog
+PG_LOCK_KEY = 0x64696649
+
+
+def pg_revision(conn: Connection, where: str) -> str | None:
+    """The schema revision of a PostgreSQL catalog, None for an empty database.
+
+    A database holding other tables and no difpy-index schema is refused untouched."""
+    from sqlalchemy import inspect
+
+    names = set(inspect(conn).get_table_names())
+    if "alembic_version" not in names:
+        if names - {"roots", "files", "tensors"}:
+            raise NotACatalogError(
+                f"database {where} holds tables of another program; use an empty database "
+                "for a difpy-index catalog"
+            )
+        return None
+    row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+def open_pg(engine: Engine, where: str, create: bool = True) -> None:
+    """The open policy on PostgreSQL: create or upgrade once, under an advisory lock (so
+    concurrent openers wait and then find it done), refuse a newer schema. (No backup
+    copy is made: that is the database administrator's job, e.g. ``pg_dump``.)"""
+    with engine.connect() as conn:
+        found = pg_revision(conn, where)
+    if found is None and not create:
+        raise NoCatalogError(f"no catalog in {where}; run 'difpy-index update DIR' first")
+    if not check_revision(where, found):
+        return
+    from alembic import command
+
+    with engine.connect() as conn:
+        with conn.begin():
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
+            current = pg_revision(conn, where)
+            if not check_revision(where, current):
+                return  # another process migrated it while we waited
+            if current is not None:
+                log.warning("catalog schema %s is older than %s; upgrading %s", current, HEAD, where)
+            command.upgrade(alembic_config(conn), "head")  # type: ignore[arg-type]

@@ -60,7 +60,8 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("file_id", "px_size", name=op.f("pk_tensors")),
     )
-    op.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    if op.get_bind().dialect.name == "sqlite":  # marks the file as a difpy-index catalog
+        op.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
 
 def downgrade() -> None:
@@ -69,4 +70,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_files_root_id"), table_name="files")
     op.drop_table("files")
     op.drop_table("roots")
-    op.execute("PRAGMA application_id=0")
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("PRAGMA application_id=0")
