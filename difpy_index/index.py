@@ -439,6 +439,9 @@ class Index:
         data: SearchInput | SearchMeta
         if banded:
             data = self._catalog.search_meta(sp.px_size, self.recipe, scope)
+            if executor is not None and max_band_rows is None:
+                # several band tasks per worker, not one task holding everything
+                band_rows = min(band_rows, max(2_000, -(-len(data.paths) // 8)))
         else:
             data = self._catalog.search_input(sp.px_size, self.recipe, scope)
         self._check_px_cached(data, sp.px_size, scope)

@@ -130,7 +130,7 @@ def partitioned_groups(
     same_dim: bool = True,
     max_band_rows: int = DEFAULT_MAX_BAND_ROWS,
     executor: Executor | None = None,
-    window: int = 4,
+    window: int = 16,
     protected: np.ndarray | None = None,
 ) -> list[Group]:
     """``match.find_groups`` over rows whose tensors ``loader(ids)`` reads, band by band.
@@ -138,8 +138,9 @@ def partitioned_groups(
     ``rank`` is the quality rank of each row (smaller = better; a total order), exactly the
     one the in-memory search claims in. Indices in the result are row positions, as in
     ``find_groups``. ``protected`` rows (reference files) may be keys, never members, as
-    in ``find_groups``. ``executor``: run tasks there (at most ``window`` in flight per
-    worker slot the executor decides); None runs them here, one band pair at a time.
+    in ``find_groups``. ``executor``: run tasks there, at most ``window`` in flight (a task
+    carries row ids in and matching pairs out, never tensors); None runs them here, one
+    band pair at a time.
     """
     import numpy as np
 
