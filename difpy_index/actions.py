@@ -44,9 +44,8 @@ from .paths import is_within, owning_root, rel_below
 if TYPE_CHECKING:
     import numpy as np
 
-    from .index import Index
+    from .index import Index, KnownFile  # the façade hands out the store's rows
     from .results import SearchResult
-    from .store.catalog import KnownFile
 
 QUESTION = (
     "Are you sure you want to delete all lower quality matched images? \n"

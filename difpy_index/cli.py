@@ -209,7 +209,9 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if verbose:
                 raise
-            db = _catalog_failure(exc, _state(ctx).catalog if isinstance(ctx, typer.Context) else None)
+            from .index import catalog_failure
+
+            db = catalog_failure(exc, _state(ctx).catalog if isinstance(ctx, typer.Context) else None)
             if db is not None:
                 err(f"error: {db[0]}")
                 raise typer.Exit(db[1]) from None
@@ -229,37 +231,6 @@ def _executor(scheduler: str | None) -> Iterator[Executor | None]:
 
     with dask_executor(scheduler) as ex:
         yield ex
-
-
-def _catalog_failure(exc: BaseException, catalog: str | Path | None) -> tuple[str, int] | None:
-    """An SQLite failure (bare or wrapped by SQLAlchemy) as one user line and an exit code.
-
-    SQLAlchemy's own text spans two lines and names its classes; a full disk, an I/O error
-    or a corrupt catalog each deserve one sentence that says what to do.
-    """
-    import sqlite3
-
-    orig = getattr(exc, "orig", None) or exc
-    if type(orig).__module__.split(".")[0] == "psycopg":  # a PostgreSQL catalog's failure
-        from .store.db import display_url
-
-        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        return f"catalog {display_url(str(catalog))}: {text}", 1
-    if not isinstance(orig, sqlite3.Error):
-        return None
-    if catalog is None:
-        from .index import default_catalog_path
-
-        catalog = default_catalog_path()
-    text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
-    low = text.lower()
-    if "full" in low or "i/o error" in low:
-        return (f"cannot write catalog {catalog}: {text} (free some space and run again; "
-                "work already written is kept)", 1)
-    if "malformed" in low or "not a database" in low or "corrupt" in low:
-        return (f"catalog {catalog} is corrupt ({text}); move it aside and run update to "
-                "rebuild it", 2)
-    return f"catalog {catalog}: {text}", 1
 
 
 def _show_version(value: bool) -> None:

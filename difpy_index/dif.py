@@ -174,9 +174,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _err(f"error: {exc.strerror or exc}{where}")
         code = 1
     except Exception as exc:  # the one boundary: a message, not a traceback
-        from .cli import _catalog_failure
+        from .index import catalog_failure
 
-        db = _catalog_failure(exc, None)
+        db = catalog_failure(exc, None)
         if db is not None:
             _err(f"error: {db[0]}")
             code = db[1]

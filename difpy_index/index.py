@@ -46,6 +46,30 @@ def default_catalog_path() -> Path:
     return base / "difpy-index" / "catalog.sqlite"
 
 
+def catalog_failure(exc: BaseException, catalog: str | Path | None) -> tuple[str, int] | None:
+    """A database failure (bare or wrapped) as one user line and an exit code; None when
+    ``exc`` is not one. A full disk, an I/O error or a corrupt catalog each deserve one
+    sentence that says what to do, not a driver's two-line text naming its classes."""
+    from .store.db import database_error, display_url
+
+    found = database_error(exc)
+    if found is None:
+        return None
+    dialect, text = found
+    if dialect == "postgresql":
+        return f"catalog {display_url(str(catalog))}: {text}", 1
+    if catalog is None:
+        catalog = default_catalog_path()
+    low = text.lower()
+    if "full" in low or "i/o error" in low:
+        return (f"cannot write catalog {catalog}: {text} (free some space and run again; "
+                "work already written is kept)", 1)
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return (f"catalog {catalog} is corrupt ({text}); move it aside and run update to "
+                "rebuild it", 2)
+    return f"catalog {catalog}: {text}", 1
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts).isoformat()
 
@@ -69,10 +93,9 @@ class Index:
         ``create=False`` refuses a catalog that does not exist yet (``NoCatalogError``):
         what the read-only commands use, so a mistyped path is an error, not an empty result.
         """
-        from .errors import CatalogError, NoCatalogError
-        from .store import migrate
-        from .store.catalog import Catalog
-        from .store.db import is_url, make_engine
+        from .errors import NoCatalogError
+        from .store import open_catalog
+        from .store.db import is_url
 
         if path is None and is_url(os.environ.get("DIFPY_INDEX_CATALOG") or ""):
             path = os.environ["DIFPY_INDEX_CATALOG"]
@@ -82,49 +105,17 @@ class Index:
         p = p.absolute()
         if not create and not p.exists():
             raise NoCatalogError(f"no catalog at {p}; run 'difpy-index update DIR' first")
-        found = migrate.inspect_file(p)
-        needs = migrate.check_revision(p, found)
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CatalogError(f"cannot create catalog folder {p.parent}: {exc.strerror}") from exc
-        if not needs:  # SQLAlchemy is imported only when something is written
-            return cls(Catalog(p, lambda: make_engine(p)), max_pixels=max_pixels)
-        engine = make_engine(p)
-        try:
-            migrate.upgrade(p, engine)
-        except Exception as exc:
-            engine.dispose()
-            from sqlalchemy.exc import OperationalError
-
-            if isinstance(exc, OperationalError):
-                raise CatalogError(f"cannot write catalog {p}: {exc.orig}") from exc
-            raise
-        return cls(Catalog(p, engine), max_pixels=max_pixels)
+        return cls(open_catalog(p), max_pixels=max_pixels)
 
     @classmethod
     def _open_url(cls, url: str, max_pixels: int | None, create: bool = True) -> Index:
-        """A PostgreSQL catalog: the same models and migrations, the same open policy
-        (create, upgrade once under an advisory lock, refuse a newer schema)."""
-        from .errors import CatalogError
-        from .store import migrate
-        from .store.catalog import Catalog
-        from .store.db import display_url, make_pg_engine
+        """A PostgreSQL catalog (``store.open_url_catalog``); ``path`` is its URL shown
+        without a password."""
+        from .store import open_url_catalog
+        from .store.db import display_url
 
-        engine = make_pg_engine(url)
-        shown = display_url(url)
-        try:
-            migrate.open_pg(engine, shown, create)
-        except Exception as exc:
-            engine.dispose()
-            from sqlalchemy.exc import DBAPIError
-
-            if isinstance(exc, DBAPIError):
-                text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                raise CatalogError(f"cannot open catalog {shown}: {text}") from exc
-            raise
-        idx = cls(Catalog(Path(shown), engine, url=url), max_pixels=max_pixels)
-        idx.path = shown
+        idx = cls(open_url_catalog(url, create), max_pixels=max_pixels)
+        idx.path = display_url(url)
         return idx
 
     def close(self) -> None:

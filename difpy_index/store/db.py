@@ -22,6 +22,18 @@ BUSY_TIMEOUT_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+def database_error(exc: BaseException) -> tuple[str, str] | None:
+    """``(dialect, first line)`` of the database error behind ``exc`` (bare, or wrapped by
+    SQLAlchemy as ``.orig``): ``"postgresql"`` or ``"sqlite"``; None when it is none."""
+    orig = getattr(exc, "orig", None) or exc
+    if type(orig).__module__.split(".")[0] == "psycopg":  # a PostgreSQL catalog's failure
+        text = str(orig).strip()
+        return "postgresql", text.splitlines()[0] if text else type(orig).__name__
+    if not isinstance(orig, sqlite3.Error):
+        return None
+    return "sqlite", str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
 def connect_raw(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A plain sqlite3 connection; read-only opens never create or change the file."""
     if read_only:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,9 @@ def migrations_dir() -> Path:
 def alembic_config(connection: object | None = None) -> object:
     from alembic.config import Config
 
-    cfg = Config()
+    # today's stdout: Config's default is the one of the moment alembic was first imported
+    # (under an in-process CLI run, a capture that is closed by now)
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
         cfg.attributes["connection"] = connection
