@@ -60,34 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
         "difpy-index catalog ($DIFPY_INDEX_CATALOG or the user data directory).",
     )
     add = p.add_argument
+
+    def flag(short: str, name: str, default: bool | None, text: str) -> None:
+        """difPy's True/False option (its words, not ``store_true``)."""
+        add(short, name, type=str_to_bool, default=default, metavar="{True,False}", help=text)
+
     add("-D", "--directory", type=str, nargs="+", default=None,
         help="Directories to search. Default: the working directory.")
     add("-Z", "--output_directory", type=str, default=None,
         help="Where the difPy_*.json files go (created if missing). Default: the working "
         "directory.")
-    add("-r", "--recursive", type=str_to_bool, default=True, metavar="{True,False}",
-        help="Search the subfolders too (default True).")
-    add("-i", "--in_folder", type=str_to_bool, default=False, metavar="{True,False}",
-        help="Search each directory on its own (default False).")
-    add("-le", "--limit_extensions", type=str_to_bool, default=True, metavar="{True,False}",
-        help="Only files with image extensions (default True).")
+    flag("-r", "--recursive", True, "Search the subfolders too (default True).")
+    flag("-i", "--in_folder", False, "Search each directory on its own (default False).")
+    flag("-le", "--limit_extensions", True, "Only files with image extensions (default True).")
     add("-px", "--px_size", type=int, default=50, help="Tensor size in pixels (default 50).")
     add("-s", "--similarity", type=int_or_str, default="duplicates",
         help="'duplicates' (0), 'similar' (5), 'near', or an MSE threshold.")
-    add("-ro", "--rotate", type=str_to_bool, default=True, metavar="{True,False}",
-        help="Also match rotated copies (default True).")
-    add("-dim", "--same_dim", type=str_to_bool, default=None, metavar="{True,False}",
-        help="Only compare images of the same dimensions (default True; False for 'near').")
-    add("-la", "--lazy", type=str_to_bool, default=None, metavar="{True,False}",
-        help="difPy 4.1's name for -dim (accepted).")
+    flag("-ro", "--rotate", True, "Also match rotated copies (default True).")
+    flag("-dim", "--same_dim", None,
+         "Only compare images of the same dimensions (default True; False for 'near').")
+    flag("-la", "--lazy", None, "difPy 4.1's name for -dim (accepted).")
     add("-mv", "--move_to", type=str, default=None,
         help="Move the lower-quality files into this folder.")
-    add("-d", "--delete", type=str_to_bool, default=False, metavar="{True,False}",
-        help="Delete the lower-quality files (asks first unless -sd True).")
-    add("-sd", "--silent_del", type=str_to_bool, default=False, metavar="{True,False}",
-        help="Delete without asking (default False).")
-    add("-p", "--show_progress", type=str_to_bool, default=True, metavar="{True,False}",
-        help="Show difPy's progress lines (default True).")
+    flag("-d", "--delete", False, "Delete the lower-quality files (asks first unless -sd True).")
+    flag("-sd", "--silent_del", False, "Delete without asking (default False).")
+    flag("-p", "--show_progress", True, "Show difPy's progress lines (default True).")
     add("-proc", "--processes", type=int_or_str, default=None,
         help="Worker processes (default: all cores).")
     add("-ch", "--chunksize", type=int_or_str, default=None,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .decode import DEFAULT_PX_SIZE, MAX_PX_SIZE, MIN_PX_SIZE
 from .errors import UsageError
+from .params import processes_fault
 from .paths import directly_in, is_below
 
 if TYPE_CHECKING:
@@ -45,13 +46,11 @@ def _check_bool(name: str, value: object) -> bool:
 
 def _check_processes(value: object) -> int | None:
     """None (all cores) or an int >= 1; more than the cores is capped, not refused."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError('Invalid value for "processes" parameter: must be of type INT.')
-    if value < 1:
-        raise UsageError('Invalid value for "processes" parameter: must be >= 1.')
-    return value
+    fault = processes_fault(value)
+    if fault is not None:
+        need = "of type INT" if fault == "type" else ">= 1"
+        raise UsageError(f'Invalid value for "processes" parameter: must be {need}.')
+    return value if isinstance(value, int) else None
 
 
 def _flatten_dirs(directory: tuple[Any, ...]) -> list[str]:

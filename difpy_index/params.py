@@ -52,13 +52,25 @@ def check_px_size(px: object) -> int:
     return px
 
 
-def check_processes(processes: object) -> int | None:
-    if processes is None:
+def processes_fault(value: object) -> str | None:
+    """What makes ``value`` no worker count: ``"type"`` (not an int) or ``"range"`` (below
+    1); None when it is one (None itself means every core). Callers word the message."""
+    if value is None:
         return None
-    if isinstance(processes, bool) or not isinstance(processes, int):
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "type"
+    return "range" if value < 1 else None
+
+
+def check_processes(processes: object) -> int | None:
+    """A worker count (None: every core), capped at 4 per core."""
+    fault = processes_fault(processes)
+    if fault == "type":
         raise UsageError(f"invalid processes {processes!r}: must be an integer")
-    if processes < 1:
+    if fault == "range":
         raise UsageError(f"invalid processes {processes}: must be >= 1")
+    if not isinstance(processes, int):
+        return None
     return min(processes, 4 * (os.cpu_count() or 1))
 
 
