@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ActionError
 from .fileops import candidates, move_file
 from .match import mse_exact
-from .paths import is_within, owning_root, rel_below
+from .paths import folder_name, is_within, owning_root, rel_below
 
 if TYPE_CHECKING:
     import numpy as np
@@ -155,10 +155,10 @@ def move_targets(
         p = os.fsencode(s.member)
         root = root_of.get(p) or owning_root(p, roots)
         if root is not None and (rel := rel_below(p, root)) is not None:
-            base = os.path.basename(root.rstrip(b"/")) or b"root"
+            base = folder_name(root) or b"root"
             target = os.path.join(dest, base, rel)
         else:  # outside every root (reached through a symlink): keep the name only
-            base = os.path.basename(root.rstrip(b"/")) if root else b""
+            base = folder_name(root) if root else b""
             target = os.path.join(dest, base or b"other", os.path.basename(p))
         out.append(Step(s.member, s.keys, os.fsdecode(target)))
     return out

@@ -28,6 +28,11 @@ def rel_below(path: bytes, folder: bytes) -> bytes | None:
     return path[len(base) :] if path.startswith(base) else None
 
 
+def folder_name(folder: bytes) -> bytes:
+    """A folder's own name, trailing slash or not (``b""`` for ``/``)."""
+    return os.path.basename(folder.rstrip(b"/"))
+
+
 def owning_root(path: bytes, roots: Iterable[bytes]) -> bytes | None:
     """The deepest of ``roots`` that holds ``path`` (None: outside all of them)."""
     best: bytes | None = None
