@@ -292,7 +292,7 @@ class Index:
             return roots
         out: list[bytes] = []
         for d in self._resolve_search_dirs(dirs) or []:
-            own = [r for r in roots if d == r or d.startswith(r.rstrip(b"/") + b"/")]
+            own = [r for r in roots if is_within(d, r)]
             for r in own:
                 if r not in out:
                     out.append(r)
