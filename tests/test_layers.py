@@ -14,10 +14,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "difpy_index"
 
 #: the database drivers: only store/ may import them
-DATABASE = {"sqlite3", "sqlalchemy", "alembic"}
+DATABASE = {"sqlite3", "sqlalchemy", "alembic", "psycopg"}
 #: pure modules: they compute on values and never import a layer above them
 CORE = {"decode", "scan", "match", "pool", "paths", "fileops", "params", "errors", "progress",
-        "keep"}
+        "keep", "partition", "cluster"}
 #: everything above the core: storage, the façade, the work modules and the shells
 ABOVE_CORE = {"index", "results", "plan", "update", "actions", "report", "cli", "watch",
               "difpy_compat", "dif", "store"}
