@@ -38,7 +38,7 @@ which use the machine's cores (and release the GIL) already.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -394,45 +394,69 @@ def _groups_exact(
 # --------------------------------------------------------------------------- threshold > 0
 
 
+def _orbit_pairs(
+    fs: np.ndarray, ns: np.ndarray, s: int, e: int, c0: int, c1: int, lim: float,
+    bucket: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) offsets of the pairs of rows ``s:e`` and columns ``c0:c1`` whose orbit bound
+    ``|a|^2 + |b|^2 - 2ab`` (one BLAS matmul) is within ``lim``: each unordered pair once,
+    and within one dims bucket when ``bucket`` is given."""
+    g = fs[s:e] @ fs[c0:c1].T
+    g *= -2.0
+    g += ns[s:e, None]
+    g += ns[None, c0:c1]
+    mask = g <= lim
+    if c0 < e:  # the diagonal chunk: keep each unordered pair once
+        mask &= np.arange(c0, c1)[None, :] > np.arange(s, e)[:, None]
+    if bucket is not None:
+        mask &= bucket[s:e, None] == bucket[None, c0:c1]
+    ii, jj = np.nonzero(mask)
+    return ii, jj
+
+
+def _window_pairs(
+    feat: _Features, comp: np.ndarray, fs: np.ndarray, bucket: np.ndarray | None, stop: int,
+    threshold: float, rotate: bool, index: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Blocks ``(a, b, rotation bounds)`` of the candidate pairs among rows sorted by
+    ``comp`` (``fs``, ``bucket`` in that order): each of the first ``stop`` rows against
+    the window of ``sqrt(threshold)`` after it, kept when the orbit bound and one rotation's
+    bound are within the threshold. ``index`` maps sorted rows back to the caller's."""
+    n = len(comp)
+    r = min(math.sqrt(threshold), 256.0) + 1e-6
+    lim = threshold + _margin(threshold)
+    ns = np.einsum("ij,ij->i", fs, fs)
+    for s in range(0, stop, _ROW_BLOCK):
+        e = min(stop, n, s + _ROW_BLOCK)
+        hi = int(np.searchsorted(comp, comp[e - 1] + r, side="right"))
+        for c0 in range(s, hi, _COL_BLOCK):
+            c1 = min(hi, c0 + _COL_BLOCK)
+            ii, jj = _orbit_pairs(fs, ns, s, e, c0, c1, lim, bucket)
+            if len(ii) == 0:
+                continue
+            ia, ib = s + ii, c0 + jj
+            if index is not None:
+                ia, ib = index[ia], index[ib]
+            lbs = _rot_lbs(feat, ia, ib, rotate)
+            keep = lbs.min(axis=1) <= lim
+            yield ia[keep], ib[keep], lbs[keep]
+
+
 def _sweep_pairs(
     feat: _Features, bucket: np.ndarray | None, threshold: float, rotate: bool, budget: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """All unordered pairs passing the three bounds, or None if more than ``budget``."""
-    n = len(feat.mean)
-    r = min(math.sqrt(threshold), 256.0) + 1e-6
     comp = feat.mean if bucket is None else bucket * 1024.0 + feat.mean
     order = np.argsort(comp, kind="stable")
-    cs = comp[order]
-    fs = feat.orbit[order]
-    ns = np.einsum("ij,ij->i", fs, fs)
     bs = None if bucket is None else bucket[order]
-    lim = threshold + _margin(threshold)
     out_a, out_b, total = [], [], 0
-    for s in range(0, n, _ROW_BLOCK):
-        e = min(n, s + _ROW_BLOCK)
-        hi = int(np.searchsorted(cs, cs[e - 1] + r, side="right"))
-        for c0 in range(s, hi, _COL_BLOCK):
-            c1 = min(hi, c0 + _COL_BLOCK)
-            g = fs[s:e] @ fs[c0:c1].T
-            g *= -2.0
-            g += ns[s:e, None]
-            g += ns[None, c0:c1]
-            mask = g <= lim
-            if c0 < e:  # the diagonal chunk: keep each unordered pair once
-                mask &= np.arange(c0, c1)[None, :] > np.arange(s, e)[:, None]
-            if bs is not None:
-                mask &= bs[s:e, None] == bs[None, c0:c1]
-            ii, jj = np.nonzero(mask)
-            if len(ii) == 0:
-                continue
-            ia, ib = order[s + ii], order[c0 + jj]
-            lbs = _rot_lbs(feat, ia, ib, rotate)
-            keep = lbs.min(axis=1) <= lim
-            total += int(keep.sum())
-            if total > budget:
-                return None
-            out_a.append(ia[keep])
-            out_b.append(ib[keep])
+    for ia, ib, _ in _window_pairs(feat, comp[order], feat.orbit[order], bs, len(order),
+                                   threshold, rotate, order):
+        total += len(ia)
+        if total > budget:
+            return None
+        out_a.append(ia)
+        out_b.append(ib)
     if not out_a:
         e0 = np.zeros(0, dtype=np.intp)
         return e0, e0, np.zeros((0, 4 if rotate else 1))
@@ -671,44 +695,21 @@ def band_matches(
     ``feat``: the rows' ``band_features`` when the caller keeps them from a previous task.
     """
     n = len(tensors)
-    lim = threshold + _margin(threshold)
     if feat is None:
         feat = band_features(tensors)
-    r = min(math.sqrt(threshold), 256.0) + 1e-6
+    # rows are sorted by (bucket, sum): the window of a block is contiguous after it
     comp = feat.mean if bucket is None else bucket * 1024.0 + feat.mean
-    fs = feat.orbit
-    ns = np.einsum("ij,ij->i", fs, fs)
     out: list[tuple[np.ndarray, ...]] = []
-    for s in range(0, min(outer, n), _ROW_BLOCK):
-        e = min(outer, n, s + _ROW_BLOCK)
-        # rows are sorted by (bucket, sum): the window of a block is contiguous after it
-        hi = int(np.searchsorted(comp, comp[e - 1] + r, side="right"))
-        for c0 in range(s, hi, _COL_BLOCK):
-            c1 = min(hi, c0 + _COL_BLOCK)
-            g = fs[s:e] @ fs[c0:c1].T
-            g *= -2.0
-            g += ns[s:e, None]
-            g += ns[None, c0:c1]
-            mask = g <= lim
-            if c0 < e:
-                mask &= np.arange(c0, c1)[None, :] > np.arange(s, e)[:, None]
-            if bucket is not None:
-                mask &= bucket[s:e, None] == bucket[None, c0:c1]
-            ii, jj = np.nonzero(mask)
-            if len(ii) == 0:
-                continue
-            ia, ib = s + ii, c0 + jj
-            lbs = _rot_lbs(feat, ia, ib, rotate)
-            keep = lbs.min(axis=1) <= lim
-            ia, ib, lbs = ia[keep], ib[keep], lbs[keep]
-            swap = rank[ia] > rank[ib]
-            a, b = np.where(swap, ib, ia), np.where(swap, ia, ib)
-            if rotate:  # mse(b, rot_k a) pairs with mse(a, rot_-k b): mirror the bounds
-                lbs = np.where(swap[:, None], lbs[:, [0, 3, 2, 1]], lbs)
-            mse, ks = _verify_pairs(tensors, a, b, lbs, threshold, rotate)
-            hit = mse <= threshold
-            if hit.any():
-                out.append((a[hit], b[hit], mse[hit], ks[hit]))
+    for ia, ib, lbs in _window_pairs(feat, comp, feat.orbit, bucket, min(outer, n),
+                                     threshold, rotate):
+        swap = rank[ia] > rank[ib]
+        a, b = np.where(swap, ib, ia), np.where(swap, ia, ib)
+        if rotate:  # mse(b, rot_k a) pairs with mse(a, rot_-k b): mirror the bounds
+            lbs = np.where(swap[:, None], lbs[:, [0, 3, 2, 1]], lbs)
+        mse, ks = _verify_pairs(tensors, a, b, lbs, threshold, rotate)
+        hit = mse <= threshold
+        if hit.any():
+            out.append((a[hit], b[hit], mse[hit], ks[hit]))
     if not out:
         e0 = np.zeros(0, dtype=np.intp)
         return e0, e0, np.zeros(0), np.zeros(0, dtype=np.int64)

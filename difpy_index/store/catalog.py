@@ -490,19 +490,25 @@ class Catalog:
         with self.read() as conn:
             return conn.execute(stmt).scalar()
 
+    def _tensor_rows(self, columns: str, px_size: int, recipe: str,
+                     folders: Sequence[bytes] | None) -> list[tuple[Any, ...]]:
+        """``columns`` (of ``files f`` and ``tensors t``) of every valid file, optionally
+        below ``folders``, that has a tensor of this size and recipe, in path order."""
+        where, params = _below_sql(folders)
+        return self._raw_query(
+            f"SELECT {columns} FROM files f JOIN tensors t ON t.file_id = f.id "
+            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where} ORDER BY f.path",
+            [px_size, recipe, *params],
+        )
+
     def search_input(
         self, px_size: int, recipe: str, folders: Sequence[bytes] | None = None
     ) -> SearchInput:
         """Every valid file (optionally below ``folders``) with its tensor, one matrix."""
         import numpy as np
 
-        where, params = _below_sql(folders)
-        rows = self._raw_query(
-            "SELECT f.path, f.size, f.width, f.height, t.data, f.mtime_ns, f.format "
-            "FROM files f JOIN tensors t ON t.file_id = f.id "
-            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where} ORDER BY f.path",
-            [px_size, recipe, *params],
-        )
+        rows = self._tensor_rows("f.path, f.size, f.width, f.height, t.data, f.mtime_ns, f.format",
+                                 px_size, recipe, folders)
         n = len(rows)
         blob = b"".join(r[4] for r in rows)
         tensors = np.frombuffer(blob, dtype=np.uint8).reshape(n, px_size, px_size, 3)
@@ -537,12 +543,9 @@ class Catalog:
         its bands from (tensors are read band by band through ``tensor_loader``)."""
         import numpy as np
 
-        where, params = _below_sql(folders)
-        rows = self._raw_query(
-            "SELECT f.id, f.path, f.size, f.width, f.height, t.pixel_sum, "
-            "f.mtime_ns, f.format FROM files f JOIN tensors t ON t.file_id = f.id "
-            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where} ORDER BY f.path",
-            [px_size, recipe, *params],
+        rows = self._tensor_rows(
+            "f.id, f.path, f.size, f.width, f.height, t.pixel_sum, f.mtime_ns, f.format",
+            px_size, recipe, folders,
         )
         n = len(rows)
         cols = np.array([(r[0], r[2], r[3], r[4], -1 if r[5] is None else r[5], r[6])
