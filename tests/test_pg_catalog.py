@@ -234,3 +234,25 @@ def test_pg_cli_end_to_end(pg_url: str, library, tmp_path: Path) -> None:
     assert json.loads(got.stdout)["result"] == json.loads(want.stdout)["result"] != {}
     st = cli("--catalog", pg_url, "status", "--json")
     assert json.loads(st.stdout)["schema"] == migrate.HEAD
+
+
+def test_pg_search_on_executors(pg_url: str, library) -> None:
+    """Band tasks on other threads and on a Dask cluster read their bands from PostgreSQL
+    themselves (PgTensorLoader): the same groups as the local run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, _ref = library
+    with Index.open(pg_url) as idx:
+        idx.update([folder], processes=1)
+        want = idx.search(similarity="similar", same_dim=False)
+        assert want.groups
+        with ThreadPoolExecutor(2) as ex:
+            got = idx.search(similarity="similar", same_dim=False, executor=ex, max_band_rows=6)
+        assert got.groups == want.groups
+        distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster, set_as_default=False) as client:
+            got = idx.search(similarity="similar", same_dim=False,
+                             executor=client.get_executor(), max_band_rows=6)
+        assert got.groups == want.groups
