@@ -563,15 +563,13 @@ class Index:
 
         from . import match
         from .decode import decode_file, init_worker
+        from .partition import DEFAULT_MAX_BAND_ROWS
+        from .store.catalog import SearchMeta
 
         sp = SearchParams.parse(similarity, rotate=rotate, same_dim=same_dim, px_size=px_size)
         px_size = sp.px_size
-        data = self._catalog.search_input(px_size, self.recipe, None)
-        unreachable = self.unreachable_roots()
-        if unreachable:
-            data = data.take(np.flatnonzero(~_under_any(data.paths, unreachable)))
         init_worker(self.max_pixels)
-        out: list[QueryMatch] = []
+        queries = []
         for image in _as_list(images):
             raw = os.fsencode(os.path.expanduser(os.fsdecode(image)))
             if not os.path.isfile(raw):
@@ -581,17 +579,34 @@ class Index:
             if d.error or d.gone:
                 raise UsageError(f"cannot read image {display(real)}: {d.error or 'vanished'}")
             q = np.frombuffer(d.tensors[px_size], dtype=np.uint8).reshape(1, px_size, px_size, 3)
-            found = match.match_against(
-                q, np.array([d.width]), np.array([d.height]),
-                data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
-                same_dim=sp.same_dim,
-            )[0]
+            queries.append((real, q, d.width, d.height))
+        banded = self._catalog.url is not None or self._catalog.count_images() > DEFAULT_MAX_BAND_ROWS
+        data: SearchInput | SearchMeta
+        if banded:
+            data = self._catalog.search_meta(px_size, self.recipe, None)
+        else:
+            data = self._catalog.search_input(px_size, self.recipe, None)
+        unreachable = self.unreachable_roots()
+        if unreachable:
+            data = data.take(np.flatnonzero(~_under_any(data.paths, unreachable)))
+        known = set(data.paths)
+        out: list[QueryMatch] = []
+        for real, q, w, h in queries:
+            if isinstance(data, SearchMeta):
+                found = _query_banded(self._catalog.tensor_loader(px_size, self.recipe), data,
+                                      q, w, h, sp)
+            else:
+                found = match.match_against(
+                    q, np.array([w]), np.array([h]),
+                    data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
+                    same_dim=sp.same_dim,
+                )[0]
             members = tuple(
                 MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation))
                 for m in found
                 if data.paths[m.index] != real
             )
-            out.append(QueryMatch(display(real), real in set(data.paths), members))
+            out.append(QueryMatch(display(real), real in known, members))
         return out
 
     # -- watch --------------------------------------------------------------------------
@@ -600,6 +615,35 @@ class Index:
         from .watch import Watcher
 
         return Watcher(self, _as_list(dirs), **kwargs)
+
+
+def _query_banded(
+    loader: Callable[[np.ndarray], np.ndarray], data: SearchMeta, q: np.ndarray, w: int, h: int,
+    sp: SearchParams,
+) -> list[match.Member]:
+    """``match_against`` for one query without reading every tensor: only rows whose pixel
+    sum is within the exact bound of the query's can match, and those are read in chunks
+    of at most ``DEFAULT_MAX_BAND_ROWS``. Same members, order and rotations."""
+    import numpy as np
+
+    from . import match
+    from .partition import DEFAULT_MAX_BAND_ROWS, band_width
+
+    s = int(q.sum(dtype=np.int64))
+    width = band_width(sp.threshold, q[0].size) if sp.threshold > 0 else 0
+    rows = np.flatnonzero(np.abs(data.sums - s) <= width)
+    if sp.same_dim:
+        lo, hi = min(w, h), max(w, h)
+        rows = rows[(np.minimum(data.widths[rows], data.heights[rows]) == lo)
+                    & (np.maximum(data.widths[rows], data.heights[rows]) == hi)]
+    found: list[match.Member] = []
+    for c0 in range(0, len(rows), DEFAULT_MAX_BAND_ROWS):
+        part = rows[c0 : c0 + DEFAULT_MAX_BAND_ROWS]
+        res = match.match_against(q, np.array([w]), np.array([h]), loader(data.ids[part]),
+                                  data.widths[part], data.heights[part], sp.threshold,
+                                  rotate=sp.rotate, same_dim=sp.same_dim)[0]
+        found.extend(match.Member(int(part[m.index]), m.mse, m.rotation) for m in res)
+    return sorted(found, key=lambda m: (m.mse, m.index))
 
 
 def _as_list(items: PathLike | Iterable[PathLike]) -> list[PathLike]:

@@ -138,3 +138,21 @@ def test_update_records_pixel_sums(library) -> None:
     conn.close()
     assert len(rows) == 6 * 6 + 2 + 4
     assert all(s == int(np.frombuffer(d, np.uint8).sum()) for d, s in rows)
+
+
+@pytest.mark.parametrize("case", [{"similarity": "duplicates"}, {"similarity": "similar"},
+                                  {"similarity": 60, "same_dim": False},
+                                  {"similarity": 4, "rotate": False}])
+def test_banded_query_equals_in_memory(library, case, monkeypatch) -> None:
+    """Above the band size, query reads only rows within the pixel-sum bound, in chunks:
+    the same matches, order and rotations."""
+    from difpy_index import partition
+
+    catalog, dirs = library
+    images = sorted(dirs[0].glob("*.png"))[:6] + sorted(dirs[1].glob("*.png"))[:4]
+    with Index.open(catalog) as idx:
+        want = idx.query(images, **case)
+        assert any(m.matches for m in want)
+        monkeypatch.setattr(partition, "DEFAULT_MAX_BAND_ROWS", 3)
+        got = idx.query(images, **case)
+    assert got == want
