@@ -1,18 +1,20 @@
 """``move_to`` and ``delete``: act on lower-quality files without ever losing the last copy.
 
-Every action runs in three steps:
+Every action runs in four steps:
 
 1. **choose** (pure, ``steps_for``): which member goes where, and which key(s) it
    duplicates. Only members are ever touched; a path that is the key of *any* group
    (possible with overlapping ``in_folder`` arguments) is never moved or deleted.
-2. **verify**, right before touching each member: the member and its key both exist and
-   still match their catalog rows (size, mtime_ns) *and* their tensors still match within
-   the search's threshold. A file whose row is stale (edited, replaced) is not trusted: it
-   is decoded again and the exact MSE is recomputed. A member and key that are the same
-   inode (hard link, bind mount) are skipped: removing one name frees nothing and, on a
-   bind mount, would remove the key itself. Each failure is a reported skip, never an
-   exception; the rest proceeds.
-3. **I/O**, one file at a time, each followed at once by its catalog update.
+2. **validate everything** before the first file is touched: the destination (not inside
+   any indexed root or searched folder, symlinks resolved; no symbolic link inside it on
+   the way to a target), and that the catalog can be written. A refusal is exit 2.
+3. **prove**, right before touching each member (``verify``): it is unchanged since it
+   was catalogued and lies under an indexed root; it and its key, both read and decoded
+   now, still match; and the key is another file, shown by moving the member aside and
+   reading the key back. Each failure is a reported skip, never an exception.
+4. **I/O**, one file at a time, each followed at once by its catalog update. If anything
+   fails mid-way, the exception carries the report so far (``exc.action_report``), so a
+   caller can still say what was done.
 
 Crash safety: a move never overwrites and leaves the file in exactly one place
 (``fileops.move_file``: an atomic no-replace rename, else link + unlink, else an fsynced
@@ -29,6 +31,7 @@ action again is harmless because moved files then fail verification ("no longer 
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import stat
 import sys
@@ -37,15 +40,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ActionError
-from .fileops import candidates, move_file
-from .match import mse_exact
+from .fileops import candidates, clean_partial_moves, move_file, recover_aside
 from .paths import folder_name, is_within, owning_root, rel_below
+from .verify import Aside, Picture, Prover, after_aside
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .index import Index, KnownFile  # the façade hands out the store's rows
     from .results import SearchResult
+
+log = logging.getLogger(__name__)
 
 QUESTION = (
     "Are you sure you want to delete all lower quality matched images? \n"
@@ -77,6 +80,14 @@ class ActionReport:
     deleted: list[str] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     canceled: bool = False
+    error: str | None = None  # set when the action stopped mid-way (what failed)
+
+    @property
+    def failed(self) -> bool:
+        """Asked to act and did nothing, for reasons other than "already gone" (exit 1)."""
+        if self.dry_run or self.canceled or self.moved or self.deleted:
+            return self.error is not None
+        return self.error is not None or any(s.reason != "file no longer exists" for s in self.skipped)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -90,6 +101,8 @@ class ActionReport:
             out["destination"] = self.destination
         if self.canceled:
             out["canceled"] = True
+        if self.error is not None:
+            out["error"] = self.error
         return out
 
     def summary(self) -> str:
@@ -164,144 +177,152 @@ def move_targets(
     return out
 
 
-# -- verification ----------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """A file as verified: its stat identity, and its tensor and dimensions."""
-
-    size: int
-    mtime_ns: int
-    dev: int
-    ino: int
-    tensor: np.ndarray
-    width: int
-    height: int
-
-
-class Verifier:
-    """Checks that a member still duplicates a key, trusting the catalog only when fresh."""
-
-    def __init__(self, result: SearchResult, rows: dict[bytes, KnownFile]) -> None:
-        from .decode import init_worker
-
-        self.result = result
-        self.index = result._index
-        self.rows = rows
-        self._keys: dict[str, Seen | str] = {}
-        init_worker(self.index.max_pixels if self.index is not None else None)
-
-    def look(self, path: str, role: str) -> Seen | str:
-        """The file's current identity and tensor, or the reason it cannot be used."""
-        import numpy as np
-
-        from .decode import decode_file
-
-        p = os.fsencode(path)
-        px = self.result.px_size
-        try:
-            st = os.stat(p)
-        except FileNotFoundError:
-            return f"{role} no longer exists"
-        except OSError as exc:
-            return f"{role} cannot be read: {exc.strerror or exc}"
-        if not stat.S_ISREG(st.st_mode):
-            return f"{role} is no longer a regular file"
-        row = self.rows.get(p)
-        if (
-            row is not None and row.status == "ok" and self.index is not None
-            and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
-            and row.width is not None and row.height is not None
-        ):
-            cached = self.index.tensor(path, px)
-            if cached is not None:
-                return Seen(st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, cached,
-                            row.width, row.height)
-        # stale (or unknown) row: decode the file as it is now
-        d = decode_file(p, (px,))
-        if d.gone:
-            return f"{role} vanished or kept changing while being checked"
-        if d.error:
-            return f"{role} changed since indexed and can no longer be decoded: {d.error}"
-        tensor = np.frombuffer(d.tensors[px], dtype=np.uint8).reshape(px, px, 3)
-        return Seen(d.size, d.mtime_ns, st.st_dev, d.inode, tensor, d.width, d.height)
-
-    def key(self, path: str) -> Seen | str:
-        if path not in self._keys:
-            self._keys[path] = self.look(path, "key")
-        return self._keys[path]
-
-    def check(self, step: Step) -> tuple[Seen, str] | str:
-        """(the member as verified, the key it matches) or why it must be skipped."""
-        member = self.look(step.member, "file")
-        if isinstance(member, str):
-            return member
-        reasons = []
-        for key_path in step.keys:
-            key = self.key(key_path)
-            if isinstance(key, str):
-                reasons.append(f"key {key_path} {_strip_role(key)}")
-                continue
-            # a key re-read after a move/delete of this run is re-checked via stat below
-            if (key.dev, key.ino) == (member.dev, member.ino):
-                reasons.append(f"is the same file as its key {key_path} (hard link or bind mount)")
-                continue
-            if not _still_there(key_path, key):
-                self._keys.pop(key_path, None)
-                reasons.append(f"key {key_path} changed during the action")
-                continue
-            if self.result.same_dim and sorted((key.width, key.height)) != sorted(
-                (member.width, member.height)
-            ):
-                reasons.append(f"changed since indexed and no longer matches its key {key_path} "
-                               "(dimensions differ)")
-                continue
-            mse, _deg = mse_exact(key.tensor, member.tensor, self.result.rotate)
-            if mse <= self.result.threshold:
-                return member, key_path
-            reasons.append(
-                f"changed since indexed and no longer matches its key {key_path} "
-                f"(mse {mse:g} > {self.result.threshold:g})"
-            )
-        return "; ".join(reasons) or "has no key"
-
-
-def _strip_role(reason: str) -> str:
-    return reason[len("key ") :] if reason.startswith("key ") else reason
-
-
-def _still_there(path: str, seen: Seen) -> bool:
-    try:
-        st = os.stat(os.fsencode(path))
-    except OSError:
-        return False
-    return (st.st_size, st.st_mtime_ns, st.st_ino) == (seen.size, seen.mtime_ns, seen.ino)
-
-
 # -- the actions -------------------------------------------------------------------------
+#: The one skip that is not a refusal: the file is already gone (an earlier run did it).
+GONE = "file no longer exists"
+
+
 def _index_of(result: SearchResult) -> Any:
     if result._index is None:
         raise ActionError("this result is not attached to a catalog; search again with Index.search")
     return result._index
 
 
-def _rows(result: SearchResult, steps: Sequence[Step]) -> dict[bytes, KnownFile]:
+def _rows(index: Index, steps: Sequence[Step]) -> dict[bytes, KnownFile]:
     paths = {os.fsencode(s.member) for s in steps} | {os.fsencode(k) for s in steps for k in s.keys}
-    return _index_of(result).file_rows(sorted(paths))
+    return index.file_rows(sorted(paths))
 
 
+def _prover(result: SearchResult, index: Index, rows: dict[bytes, KnownFile]) -> Prover:
+    from .decode import init_worker
 
-def _check_or_skip(
-    verifier: Verifier, step: Step, report: ActionReport, index: Index, dry_run: bool
-) -> Any:
-    """The verified (member, key) of a step, or None after recording why it is skipped."""
-    checked = verifier.check(step)
-    if not isinstance(checked, str):
-        return checked
-    report.skipped.append(Skip(step.member, checked))
-    if not dry_run and checked == "file no longer exists":
+    init_worker(index.max_pixels)
+    return Prover(rows, index.root_paths(), px=result.px_size, threshold=result.threshold,
+                  rotate=result.rotate, same_dim=result.same_dim, from_plan=result.from_plan)
+
+
+def _skip(report: ActionReport, index: Index, step: Step, reason: str, dry_run: bool) -> None:
+    report.skipped.append(Skip(step.member, reason))
+    if not dry_run and reason == GONE:
         # e.g. an earlier run killed between its unlink/rename and its catalog write:
         # the catalog follows the disk instead of keeping a dead row
         index.forget([os.fsencode(step.member)])
+
+
+def _recover(steps: Sequence[Step], index: Index) -> bool:
+    """Files an interrupted earlier run left aside in these folders go back first (and
+    their rows note the ctime the renames moved). True when anything was found."""
+    found = False
+    for folder in dict.fromkeys(os.path.dirname(os.fsencode(s.member)) for s in steps):
+        for path, what in recover_aside(folder):
+            found = True
+            log.warning("%s: %s", os.fsdecode(path), what)
+            index.note_put_back(path)
+    return found
+
+
+def _prove_aside(aside: Aside, prover: Prover, report: ActionReport, index: Index, step: Step,
+                 member: Picture, key: Picture) -> bytes | None:
+    """Move the member aside and re-check its key; the parked path, or None (skipped)."""
+    src = os.fsencode(step.member)
+    try:
+        parked = aside.put(src)
+    except BaseException as exc:
+        _note(index, step)  # still in place, but a link + unlink may have moved its ctime
+        if not isinstance(exc, OSError):
+            raise
+        report.skipped.append(Skip(step.member, f"could not be moved aside to be checked: {exc.strerror or exc}"))
+        return None
+    why = after_aside(parked, member, key)
+    if why is None:
+        return parked
+    prover.forget_key(key.path)
+    report.skipped.append(Skip(step.member, why + _put_back(aside, parked, step, index)))
+    return None
+
+
+def _put_back(aside: Aside, parked: bytes, step: Step, index: Index) -> str:
+    """Return a parked member to its place; "" when done, else where it stays and why."""
+    src = os.fsencode(step.member)
+    stuck = aside.back(parked, src)
+    if stuck:
+        return f"; {stuck}"
+    _note(index, step)
+    return ""
+
+
+def _note(index: Index, step: Step) -> None:
+    try:
+        index.note_put_back(os.fsencode(step.member))
+    except Exception as exc:  # the file is in place; only its row's ctime is stale (update fixes it)
+        log.warning("%s: in place, but the catalog could not note it: %s", step.member, exc)
+
+
+def _attach(exc: BaseException, report: ActionReport) -> None:
+    """A failure mid-way: the exception carries what was done so far."""
+    report.error = f"{exc.strerror or exc}" if isinstance(exc, OSError) else (str(exc) or type(exc).__name__)
+    try:
+        exc.action_report = report  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - exceptions with __slots__
+        pass
+
+
+def check_destination(dest: bytes, roots: Sequence[bytes], searched: Sequence[bytes]) -> None:
+    """DEST may not lie inside a searched folder or any indexed root (symlinks resolved),
+    and must be a folder or creatable. Raises ActionRefused / UsageError (exit 2)."""
+    from .outputs import check_folder
+
+    for f in searched:
+        if is_within(dest, f):
+            raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: it is inside the searched folder {os.fsdecode(f)}")
+    for r in roots:
+        if is_within(dest, r):
+            raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: it is inside the indexed folder {os.fsdecode(r)}")
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise ActionRefused(f"destination {os.fsdecode(dest)} exists and is not a folder")
+    check_folder(dest, "the moved files")
+
+
+def check_targets(steps: Sequence[Step], dest: bytes, roots: Sequence[bytes], searched: Sequence[bytes]) -> None:
+    """Every target lies inside DEST, outside every root, with no symbolic link (or file)
+    on its way below DEST. Raises ActionRefused (exit 2) before anything moves."""
+    seen: set[bytes] = set()
+    for s in steps:
+        t = os.fsencode(s.target or "")
+        for f in searched:
+            if is_within(t, f):
+                raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: {s.member} would land inside the searched folder {os.fsdecode(f)}")
+        for r in roots:
+            if is_within(t, r):
+                raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: {s.member} would land inside the indexed folder {os.fsdecode(r)}")
+        problem = target_path_problem(t, dest, seen)
+        if problem is not None:
+            raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: {problem}")
+
+
+def target_path_problem(target: bytes, dest: bytes, seen: set[bytes] | None = None) -> str | None:
+    """Why the folders between DEST and ``target`` would lead outside DEST, or None.
+    ``seen`` caches folders already found plain (each is checked once per run)."""
+    rel = rel_below(target, dest)
+    if rel is None:
+        return f"{os.fsdecode(target)} is not inside it"
+    folder = dest
+    for part in rel.split(b"/")[:-1]:
+        folder = os.path.join(folder, part)
+        if seen is not None and folder in seen:
+            continue
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            return None  # the rest is created by the move
+        except OSError as exc:
+            return f"{os.fsdecode(folder)}: {exc.strerror or exc}"
+        if stat.S_ISLNK(st.st_mode):
+            return f"{os.fsdecode(folder)} is a symbolic link (moves stay inside the destination)"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{os.fsdecode(folder)} is not a folder"
+        if seen is not None:
+            seen.add(folder)
     return None
 
 
@@ -312,57 +333,63 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
     index = _index_of(result)
     dest = os.path.realpath(os.fsencode(os.path.expanduser(os.fspath(destination))))
     report = ActionReport("move", dry_run=dry_run, destination=os.fsdecode(dest))
-    searched = [os.path.realpath(os.fsencode(f)) for f in result.folders]
-    for f in searched:
-        if is_within(dest, f):
-            raise ActionRefused(
-                f"refusing to move into {os.fsdecode(dest)}: it is inside the searched folder "
-                f"{os.fsdecode(f)}"
-            )
-    if os.path.lexists(dest) and not os.path.isdir(dest):
-        raise ActionRefused(f"destination {os.fsdecode(dest)} exists and is not a folder")
-    steps, skips = steps_for(result)
-    report.skipped.extend(skips)
-    rows = _rows(result, steps)
     root_by_id = index.roots_by_id()
     roots = sorted(root_by_id.values())
+    searched = [os.path.realpath(os.fsencode(f)) for f in result.folders]
+    check_destination(dest, roots, searched)
+    steps, skips = steps_for(result)
+    report.skipped.extend(skips)
+    if steps and not dry_run:
+        index.check_writable()
+    rows = _rows(index, steps)
     root_of = {p: root_by_id[k.root_id] for p, k in rows.items() if k.root_id in root_by_id}
     steps = move_targets(steps, dest, roots, root_of)
-    for s in steps:
-        t = os.fsencode(s.target or "")
-        for f in searched:
-            if is_within(t, f):
-                raise ActionRefused(
-                    f"refusing to move into {os.fsdecode(dest)}: {s.member} would land inside "
-                    f"the searched folder {os.fsdecode(f)}"
-                )
+    check_targets(steps, dest, roots, searched)
     if not steps:
         return report
-    verifier = Verifier(result, rows)
     taken: set[bytes] = set()
-    if not dry_run:
+    if not dry_run:  # validated: now leftovers of an interrupted run are tidied first
         os.makedirs(dest, exist_ok=True)
-    for s in steps:
-        checked = _check_or_skip(verifier, s, report, index, dry_run)
-        if checked is None:
-            continue
-        member, _key = checked
-        src, target = os.fsencode(s.member), os.fsencode(s.target or "")
-        if dry_run:
-            free = next(c for c in candidates(target) if c not in taken and not os.path.lexists(c))
-            taken.add(free)
-            report.moved.append((s.member, os.fsdecode(free)))
-            continue
-        if not _still_there(s.member, member):
-            report.skipped.append(Skip(s.member, "changed during the action"))
-            continue
-        try:
-            arrived = move_file(src, target)
-        except OSError as exc:
-            report.skipped.append(Skip(s.member, f"could not move: {exc.strerror or exc}"))
-            continue
-        index.forget([src])
-        report.moved.append((s.member, os.fsdecode(arrived)))
+        clean_partial_moves(dest)
+        if _recover(steps, index):
+            rows = _rows(index, steps)
+    prover = _prover(result, index, rows)
+    aside = Aside()
+    try:
+        for s in steps:
+            src, target = os.fsencode(s.member), os.fsencode(s.target or "")
+            checked = prover.check(src, tuple(os.fsencode(k) for k in s.keys))
+            if isinstance(checked, str):
+                _skip(report, index, s, checked, dry_run)
+                continue
+            member, key = checked
+            if dry_run:
+                free = next(c for c in candidates(target) if c not in taken and not os.path.lexists(c))
+                taken.add(free)
+                report.moved.append((s.member, os.fsdecode(free)))
+                continue
+            problem = target_path_problem(target, dest)
+            if problem is not None:
+                report.skipped.append(Skip(s.member, f"not moved: {problem}"))
+                continue
+            parked = _prove_aside(aside, prover, report, index, s, member, key)
+            if parked is None:
+                continue
+            try:
+                arrived = move_file(parked, target)
+            except OSError as exc:
+                report.skipped.append(Skip(s.member, f"could not move: {exc.strerror or exc}{_put_back(aside, parked, s, index)}"))
+                continue
+            except BaseException:
+                _put_back(aside, parked, s, index)
+                raise
+            report.moved.append((s.member, os.fsdecode(arrived)))
+            index.forget([src])
+    except BaseException as exc:
+        _attach(exc, report)
+        raise
+    finally:
+        aside.close()
     return report
 
 
@@ -404,7 +431,9 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
     """Delete every verified lower-quality file, after difPy's question unless ``silent_del``.
 
     ``trash=True`` sends each file to the desktop trash (send2trash) instead, after the same
-    verification; it does not ask, since the trash can give the files back.
+    verification; it does not ask, since the trash can give the files back. (A file is
+    proven while set aside, then put back and trashed from its own name, so the trash can
+    restore it there.)
     """
     if not isinstance(silent_del, bool):
         raise ActionRefused(f"invalid silent_del {silent_del!r}: must be True or False")
@@ -415,6 +444,8 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
     if not steps:
         return report
     to_trash = _send_to_trash() if trash else None
+    if not dry_run:
+        index.check_writable()
     if not silent_del and not dry_run and not trash:
         if not _can_ask():
             raise ActionRefused(
@@ -428,31 +459,48 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
         if answer.strip() not in ("y", "Y"):
             report.canceled = True
             return report
-    rows = _rows(result, steps)
-    verifier = Verifier(result, rows)
-    for s in steps:
-        checked = _check_or_skip(verifier, s, report, index, dry_run)
-        if checked is None:
-            continue
-        member, _key = checked
-        if dry_run:
+    if not dry_run:
+        _recover(steps, index)
+    prover = _prover(result, index, _rows(index, steps))
+    aside = Aside()
+    verb = "move to the trash" if to_trash is not None else "delete"
+    try:
+        for s in steps:
+            src = os.fsencode(s.member)
+            checked = prover.check(src, tuple(os.fsencode(k) for k in s.keys))
+            if isinstance(checked, str):
+                _skip(report, index, s, checked, dry_run)
+                continue
+            member, key = checked
+            if dry_run:
+                report.deleted.append(s.member)
+                continue
+            parked = _prove_aside(aside, prover, report, index, s, member, key)
+            if parked is None:
+                continue
+            if to_trash is not None:  # proven: back to its name, then to the trash from there
+                stuck = _put_back(aside, parked, s, index)
+                if stuck:
+                    report.skipped.append(Skip(s.member, f"could not {verb}{stuck}"))
+                    continue
+            try:
+                if to_trash is not None:
+                    to_trash(s.member)
+                else:
+                    os.unlink(parked)
+            except OSError as exc:
+                back = _put_back(aside, parked, s, index) if to_trash is None else ""
+                report.skipped.append(Skip(s.member, f"could not {verb}: {exc.strerror or exc}{back}"))
+                continue
             report.deleted.append(s.member)
-            continue
-        if not _still_there(s.member, member):
-            report.skipped.append(Skip(s.member, "changed during the action"))
-            continue
-        try:
-            if to_trash is not None:
-                to_trash(s.member)
-            else:
-                os.unlink(os.fsencode(s.member))
-        except OSError as exc:
-            verb = "move to the trash" if to_trash is not None else "delete"
-            report.skipped.append(Skip(s.member, f"could not {verb}: {exc.strerror or exc}"))
-            continue
-        index.forget([os.fsencode(s.member)])
-        report.deleted.append(s.member)
+            index.forget([src])
+    except BaseException as exc:
+        _attach(exc, report)
+        raise
+    finally:
+        aside.close()
     return report
 
 
-__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "delete", "move_to", "steps_for"]
+__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "check_destination", "delete",
+           "move_to", "steps_for"]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
+from .decode import MAX_PX_SIZE, MIN_PX_SIZE
 from .errors import DifpyIndexError
 from .results import human_size
 
@@ -121,6 +122,7 @@ class State:
     catalog: str | None = None  # a file path, or a postgresql+psycopg:// URL
     verbose: int = 0
     quiet: bool = False
+    opened: Path | str | None = None  # the catalog a command opened (errors name this one)
 
 
 def _state(ctx: typer.Context) -> State:
@@ -180,45 +182,67 @@ def err(message: str) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """The one place where exceptions become messages and exit codes."""
+    """The one place where exceptions become messages and exit codes. With ``-v`` the
+    traceback comes first; the one-line message and the exit code stay the same."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = kwargs.get("ctx")
-        verbose = _state(ctx).verbose if isinstance(ctx, typer.Context) else 0
+        ctx: Any = kwargs.get("ctx")
+        # typer hands over its own Context subclass or click's: test for the method
+        state = _state(ctx) if hasattr(ctx, "find_root") else State()
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except BrokenPipeError:
             raise  # the reader went away (| head): silent, as typer handles it
-        except DifpyIndexError as exc:
-            if verbose:
-                logging.getLogger("difpy_index").exception("error")
-            err(f"error: {exc}")
-            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err("interrupted")
             raise typer.Exit(130) from None
-        except OSError as exc:
-            if verbose:
-                raise
-            where = f": {exc.filename}" if exc.filename else ""
-            err(f"error: {exc.strerror or exc}{where}")
-            raise typer.Exit(1) from None
         except Exception as exc:
-            if verbose:
-                raise
-            from .index import catalog_failure
+            if state.verbose:
+                import traceback
 
-            db = catalog_failure(exc, _state(ctx).catalog if isinstance(ctx, typer.Context) else None)
-            if db is not None:
-                err(f"error: {db[0]}")
-                raise typer.Exit(db[1]) from None
-            err(f"error: {type(exc).__name__}: {exc} (run with -v for details)")
-            raise typer.Exit(1) from None
+                traceback.print_exc(file=sys.stderr)
+            message, code = _describe(exc, state)
+            err(f"error: {message}")
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _describe(exc: Exception, state: State) -> tuple[str, int]:
+    """An exception as one line and an exit code (2: bad input, 1: the operation failed)."""
+    if isinstance(exc, DifpyIndexError):
+        return str(exc), exc.exit_code
+    from .index import catalog_failure
+
+    db = catalog_failure(exc, state.opened or state.catalog)
+    if db is not None:
+        return db
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}", 1
+    return f"{type(exc).__name__}: {exc} (run with -v for details)", 1
+
+
+@contextlib.contextmanager
+def _reporting(state: State, json_out: bool, payload: Callable[[Any], dict[str, Any]]) -> Iterator[None]:
+    """If an action fails mid-way, say what it did before the error line: its skips, and
+    the JSON payload or the human list and summary (the exit code is then the error's)."""
+    try:
+        yield
+    except BaseException as exc:
+        report = getattr(exc, "action_report", None)
+        if report is not None:
+            for skip in report.skipped:
+                err(f"skipped: {skip.path}: {skip.reason}")
+            if json_out:
+                _print_json(payload(report))
+            else:
+                _print_actions(report.to_dict())
+                typer.echo(report.summary())
+        raise
 
 
 @contextlib.contextmanager
@@ -269,7 +293,9 @@ def _open(state: State, create: bool = True) -> Any:
     """The catalog; the commands that only read pass ``create=False`` (never create one)."""
     from .index import Index
 
-    return Index.open(state.catalog, create=create)
+    idx = Index.open(state.catalog, create=create)
+    state.opened = idx.path
+    return idx
 
 
 def _progress(state: State, json_out: bool) -> Any:
@@ -287,7 +313,7 @@ def _print_json(obj: Any) -> None:
 
 
 Dirs = Annotated[list[Path], typer.Argument(metavar="DIR", help="Folders to index.", show_default=False)]
-PxSize = Annotated[int, typer.Option("--px-size", metavar="N", help="Tensor size in pixels (10..5000), as difPy.")]
+PxSize = Annotated[int, typer.Option("--px-size", metavar="N", help=f"Tensor size in pixels ({MIN_PX_SIZE}..{MAX_PX_SIZE}).")]
 Processes = Annotated[int | None, typer.Option("--processes", metavar="N", help="Worker processes (default: all cores).")]
 Scheduler = Annotated[str | None, typer.Option(
     "--scheduler", metavar="ADDRESS",
@@ -369,11 +395,11 @@ def status(ctx: typer.Context, json_out: JsonOut = False) -> None:
     if json_out:
         _print_json(info)
         return
-    typer.echo(f"catalog  {info['catalog']} (schema {info['schema']}, {info['bytes']:,} bytes)")
+    typer.echo(f"catalog  {escape(info['catalog'])} (schema {info['schema']}, {info['bytes']:,} bytes)")
     typer.echo(f"files    {info['files']} images, {info['invalid']} invalid")
     typer.echo(f"px sizes {', '.join(map(str, info['px_sizes'])) or '-'}")
     for r in info["roots"]:
-        typer.echo(f"root     {r}")
+        typer.echo(f"root     {escape(r)}")
 
 
 NoUpdate = Annotated[bool, typer.Option(
@@ -458,7 +484,17 @@ def search(
         output_format = OutFormat.json
     if dry_run and move_to is None and not delete and not trash:
         raise_usage("--dry-run needs --move-to DEST, --delete or --trash")
+    # every output is checked before anything is searched, moved or deleted
+    from .outputs import check_folder, check_report
+
+    if output_dir is not None:
+        check_folder(output_dir, "difPy's files")
+    if report is not None:
+        check_report(report)
+    acting = (move_to is not None or delete or trash) and not dry_run
     with _executor(scheduler) as executor, _open(state, create=False) as idx:
+        if acting:
+            idx.check_writable()
         warned = set()
         if not no_update:
             scope = [str(d) for d in [*(dirs or []), *(reference or [])]] if dirs else None
@@ -479,40 +515,44 @@ def search(
             found.report(report)
             if not state.quiet:
                 err(f"report written to {report}")
-        if move_to is not None:
-            actions = found.move_to(str(move_to), dry_run=dry_run)
-        elif delete:  # without --yes and a terminal, actions refuses (exit 2), unless nothing to do
-            actions = found.delete(silent_del=yes, dry_run=dry_run)
-        elif trash:
-            actions = found.trash(dry_run=dry_run)
+        with _reporting(state, output_format is OutFormat.json,
+                        lambda rep: {**payload, "actions": rep.to_dict()}):
+            if move_to is not None:
+                actions = found.move_to(str(move_to), dry_run=dry_run)
+            elif delete:  # without --yes and a terminal, actions refuses (exit 2), unless nothing to do
+                actions = found.delete(silent_del=yes, dry_run=dry_run)
+            elif trash:
+                actions = found.trash(dry_run=dry_run)
         if actions is not None:
             payload["actions"] = actions.to_dict()
             for skip in actions.skipped:
                 err(f"skipped: {skip.path}: {skip.reason}")
-    if output_dir is not None:
+    if output_format is OutFormat.json:
+        _print_json(payload)
+    else:
+        if output_format is OutFormat.csv:
+            _print_csv(found)
+        else:
+            _print_groups(found)
+        if actions is not None:
+            _print_actions(actions.to_dict(), to_err=output_format is OutFormat.csv)
+        if not state.quiet:
+            stats = found.stats["process"]["search"]
+            typer.echo(
+                f"{stats['files_searched']} images searched: {_n(len(found.groups), 'group')}, "
+                f"{len(found.lower_quality)} lower-quality files (keep: {found.keep})",
+                err=output_format is OutFormat.csv,
+            )
+            if actions is not None:
+                typer.echo(actions.summary(), err=output_format is OutFormat.csv)
+    if output_dir is not None:  # after stdout: a failure here still leaves the summary
         from .results import write_difpy_files
 
         written = write_difpy_files(payload, output_dir)
         if not state.quiet:
             err(f"saved {', '.join(p.name for p in written)} in '{written[0].parent}'")
-    if output_format is OutFormat.json:
-        _print_json(payload)
-        return
-    if output_format is OutFormat.csv:
-        _print_csv(found)
-    else:
-        _print_groups(found)
-    if actions is not None:
-        _print_actions(actions.to_dict(), to_err=output_format is OutFormat.csv)
-    if not state.quiet:
-        stats = found.stats["process"]["search"]
-        typer.echo(
-            f"{stats['files_searched']} images searched: {_n(len(found.groups), 'group')}, "
-            f"{len(found.lower_quality)} lower-quality files (keep: {found.keep})",
-            err=output_format is OutFormat.csv,
-        )
-        if actions is not None:
-            typer.echo(actions.summary(), err=output_format is OutFormat.csv)
+    if actions is not None and actions.failed:
+        raise typer.Exit(1)  # asked to act and did nothing (every file refused): say so
 
 
 def _n(count: int, noun: str) -> str:
@@ -610,9 +650,9 @@ def query(
         _print_json({"queries": [q.to_dict() for q in found]})
         return
     for q in found:
-        typer.echo(f"{q.query}: {len(q.matches)} match(es)")
+        typer.echo(f"{escape(q.query)}: {len(q.matches)} match(es)")
         for m in q.matches:
-            typer.echo(f"  {m.path}  mse={m.mse:g}  rotation={m.rotation}")
+            typer.echo(f"  {escape(m.path)}  mse={m.mse:g}  rotation={m.rotation}")
 
 
 @app.command()
@@ -650,9 +690,22 @@ def apply(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before deleting.")] = False,
     trash: Annotated[bool, typer.Option("--trash", help="Send the plan's files to the desktop trash.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")] = False,
+    similarity: Annotated[str | None, typer.Option(
+        "-s", "--similarity",
+        help="What counts as a duplicate (default: the plan's, if it is a named preset with its own settings).")] = None,
+    rotate: Annotated[bool | None, typer.Option(
+        "--rotate/--no-rotate", help="Also match 90/180/270-degree rotations (default: the plan's).")] = None,
+    same_dim: Annotated[bool | None, typer.Option(
+        "--same-dim/--no-same-dim", help="Compare only images of equal dimensions (a plan cannot turn this off alone).")] = None,
+    px_size: Annotated[int | None, typer.Option(
+        "--px-size", help="Tensor size to compare at (a plan's other than 50 must be repeated).")] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Move, delete or trash exactly the files of a review plan, verified like search's actions."""
+    """Move, delete or trash exactly the files of a review plan, verified like search's actions.
+
+    A plan is a request: it picks files, never what counts as a duplicate. Its similarity is
+    used only when it is a named preset with that preset's settings; anything wider must be
+    repeated here (-s, --no-same-dim, --px-size)."""
     from .index import Index
     from .plan import apply_plan, load_plan
 
@@ -662,16 +715,21 @@ def apply(
     plan = load_plan(plan_file)
     # without --yes and a terminal, actions refuses (exit 2), as for search --delete
     with Index.open(state.catalog if state.catalog is not None else plan.catalog, create=False) as idx:
-        actions = apply_plan(idx, plan, move_to=move_to, delete=delete, yes=yes, dry_run=dry_run,
-                             trash=trash)
+        state.opened = idx.path
+        with _reporting(state, json_out, lambda rep: {"actions": rep.to_dict()}):
+            actions = apply_plan(idx, plan, move_to=move_to, delete=delete, yes=yes, dry_run=dry_run,
+                                 trash=trash, similarity=similarity, rotate=rotate,
+                                 same_dim=same_dim, px_size=px_size)
     for skip in actions.skipped:
         err(f"skipped: {skip.path}: {skip.reason}")
     if json_out:
         _print_json({"actions": actions.to_dict()})
-        return
-    _print_actions(actions.to_dict())
-    if not state.quiet:
-        typer.echo(actions.summary())
+    else:
+        _print_actions(actions.to_dict())
+        if not state.quiet:
+            typer.echo(actions.summary())
+    if actions.failed:
+        raise typer.Exit(1)  # asked to act and did nothing (every file refused): say so
 
 
 def main() -> None:

@@ -37,7 +37,9 @@ FAST_DRAFT_FACTOR = 8
 FAST_REDUCING_GAP = 3.0
 DEFAULT_PX_SIZE = 50
 MIN_PX_SIZE = 10
-MAX_PX_SIZE = 5000
+#: The largest px_size (difPy allows 5000): a tensor is px*px*3 bytes in the catalog and
+#: a search needs up to ~25x that per image in its worst case (docs/reliability.md).
+MAX_PX_SIZE = 256
 #: Pillow's own default decompression-bomb limit.
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -354,9 +356,26 @@ def decode_file(path: bytes, px_sizes: tuple[int, ...], fast: bool = False) -> D
                              tensors=tensors, orientation=op.orientation,
                              format=op.format[:16] or None, ctime_ns=ctime)
         after = os.fstat(fh.fileno())
-    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (before.st_size, before.st_mtime_ns, ctime):
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_ctime_ns != ctime:
         return Decoded(path, gone=True)  # still being written: try again on the next update
     return result
+
+
+def decode_bytes(data: bytes, path: bytes, px_sizes: tuple[int, ...]) -> tuple[int, int, dict[int, bytes]]:
+    """The exact recipe on a file already read into memory: (width, height, tensors).
+
+    An action's proof reads a file once, hashes those bytes and decodes the same bytes, so
+    what it later re-checks by hash is exactly what it compared. Raises on any failure."""
+    import io
+
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = _worker_max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with open_image(io.BytesIO(data), path, fast=False, min_side=max(px_sizes)) as op:
+            return op.width, op.height, tensors_of(op.image, px_sizes, False)
 
 
 def decode_batch(paths: list[bytes], px_sizes: tuple[int, ...], fast: bool = False) -> list[Decoded]:

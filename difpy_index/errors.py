@@ -26,6 +26,13 @@ class NoCatalogError(CatalogError):
     exit_code = 2
 
 
+class ReadOnlyCatalogError(CatalogError):
+    """The catalog cannot be written (a read-only file or filesystem): it can be searched,
+    but an action, which must record what it moved or deleted, is refused up front."""
+
+    exit_code = 2
+
+
 class NotACatalogError(CatalogError):
     """The file exists but is not a difpy-index catalog; it is left untouched."""
 

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
 
+#: A target name and this many numbered alternatives are tried, then the move fails.
+MAX_CANDIDATES = 100_000
+
 
 def candidates(target: bytes) -> Iterable[bytes]:
-    """``name.ext``, then ``name (1).ext``, ``name (2).ext``, ..."""
+    """``name.ext``, then ``name (1).ext``, ``name (2).ext``, ... (bounded)."""
     yield target
     head, tail = os.path.split(target)
     stem, ext = os.path.splitext(tail)
     if not stem:  # ".hidden" style name
         stem, ext = tail, b""
-    i = 1
-    while True:
+    for i in range(1, MAX_CANDIDATES + 1):
         yield os.path.join(head, stem + b" (%d)" % i + ext)
-        i += 1
+    raise OSError(errno.EEXIST, f"no free name after {MAX_CANDIDATES} tries", os.fsdecode(target))
 
 
 AT_FDCWD = -100
@@ -188,3 +191,95 @@ def _fsync_dir(folder: bytes) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- leftovers of a killed run ---------------------------------------------------------
+#: An action moves each file into ``<its folder>/.difpy-aside-<pid>/`` (same name) before
+#: it proves the key is another file; a kill there leaves it in that folder.
+ASIDE_PREFIX = b".difpy-aside-"
+_MOVE_TMP = re.compile(rb"^\.difpy-move-(\d+)-\d+\.tmp$")
+#: The most directory entries a leftover sweep looks at (a bound on a huge DEST).
+SWEEP_LIMIT = 1_000_000
+
+
+def pid_alive(pid: int) -> bool:
+    """Is a process with this id running (here)? Unknown counts as alive: never undo the
+    half-done work of a process that may still be at it."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def rename_exact(src: bytes, dst: bytes) -> None:
+    """Rename to exactly ``dst``, never replacing a file there (``FileExistsError``)."""
+    if rename_noreplace(src, dst):
+        return
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        if os.path.lexists(dst):  # no hard links here: check, then rename (a narrow race)
+            raise FileExistsError(errno.EEXIST, "File exists", os.fsdecode(dst)) from None
+        os.rename(src, dst)
+        return
+    _unlink_or_undo(src, dst)
+
+
+def recover_aside(folder: bytes) -> list[tuple[bytes, str]]:
+    """Put back what a killed action left in ``folder/.difpy-aside-<pid>/`` (a process that
+    is gone): each file returns to its name in ``folder``, unless that name is taken again,
+    then it stays and is reported. Returns (path, what happened) for each file found."""
+    out: list[tuple[bytes, str]] = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(ASIDE_PREFIX)]
+    except OSError:
+        return out
+    for name in names:
+        pid = name[len(ASIDE_PREFIX):]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        aside = os.path.join(folder, name)
+        if os.path.islink(aside) or not os.path.isdir(aside):
+            continue
+        try:
+            inside = os.listdir(aside)
+        except OSError:
+            continue
+        for entry in inside[:SWEEP_LIMIT]:
+            src, dst = os.path.join(aside, entry), os.path.join(folder, entry)
+            try:
+                rename_exact(src, dst)
+                out.append((dst, "put back where it was (left aside by an interrupted action)"))
+            except OSError as exc:
+                out.append((src, f"left aside by an interrupted action; not put back: {exc.strerror or exc}"))
+        try:
+            os.rmdir(aside)
+        except OSError:
+            pass
+    return out
+
+
+def clean_partial_moves(dest: bytes) -> int:
+    """Remove the partial copies (``.difpy-move-<pid>-<n>.tmp``) that a cross-filesystem
+    move killed half way left below ``dest``, if their process is gone. Returns how many."""
+    removed = seen = 0
+    for folder, dirs, files in os.walk(dest):
+        seen += len(dirs) + len(files)
+        for name in files:
+            m = _MOVE_TMP.match(name)
+            if m and not pid_alive(int(m.group(1))):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                except OSError:
+                    pass
+        if seen > SWEEP_LIMIT:
+            break
+    return removed

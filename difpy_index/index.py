@@ -263,6 +263,27 @@ class Index:
         """The catalog rows of these real paths (absent: not indexed)."""
         return self._catalog.files_by_path(paths)
 
+    def check_writable(self) -> None:
+        """Raise ``ReadOnlyCatalogError`` (exit 2) when the catalog cannot be written: an
+        action must record what it moves or deletes, so it asks before touching a file."""
+        from .errors import ReadOnlyCatalogError
+
+        why = self._catalog.writable()
+        if why is not None:
+            raise ReadOnlyCatalogError(
+                f"catalog {self.path} is read-only ({why}): it can be searched, but moving or "
+                "deleting files needs a writable catalog"
+            )
+
+    def note_put_back(self, path: bytes) -> None:
+        """An action moved this file aside and back (a rename moves ctime): the row keeps
+        vouching for it when its size, mtime and inode are unchanged."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        self._catalog.note_ctime(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
     def forget(self, paths: Sequence[bytes]) -> int:
         """Drop the rows of these paths (files an action moved or deleted)."""
         return self._catalog.forget_paths(paths)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .outputs import REPORT_MARK
 from .paths import printable
 from .plan import plan_dict
 
@@ -238,12 +239,10 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
                  processes: int | None = None, page_groups: int = PAGE_GROUPS,
                  thumb_px: int = THUMB_PX) -> ReportInfo:
     """Write the review page for ``result`` to ``path`` (atomically) and say what it holds."""
-    t0 = time.perf_counter()
-    out = Path(os.fspath(path))
-    if out.is_dir():
-        from .errors import UsageError
+    from .outputs import check_report
 
-        raise UsageError(f"--report needs a file name, not a folder: {out}")
+    t0 = time.perf_counter()
+    out = check_report(path)  # a new file or an earlier page of ours; never a photo
     lower = set(result.lower_quality)
     order: list[str] = []
     seen: set[str] = set()
@@ -277,7 +276,7 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
     failed = sum(1 for p in order if thumbs[os.fsencode(p)].error)
     title = "difpy-index review"
     parts: list[str] = [
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{REPORT_MARK}",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
         "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
@@ -315,9 +314,31 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
-    os.replace(tmp, out)
+    try:
+        install_report(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return ReportInfo(str(out), len(result.groups), len(order), len(ticked), freed,
                       len(pages), failed, round(time.perf_counter() - t0, 4))
+
+
+def install_report(tmp: Path, out: Path) -> None:
+    """Give the finished page its name: over an earlier page of ours, or where nothing is
+    (never over anything else, even one that appeared while the page was being made)."""
+    from .errors import UsageError
+    from .fileops import rename_exact
+    from .outputs import is_our_report
+
+    if os.path.lexists(out):
+        if not is_our_report(out):
+            raise UsageError(f"refusing to overwrite {out}: it exists and is not a review page written by difpy-index")
+        os.replace(tmp, out)
+        return
+    try:
+        rename_exact(os.fsencode(tmp), os.fsencode(out))
+    except FileExistsError:
+        raise UsageError(f"refusing to overwrite {out}: it appeared while the page was written") from None
 
 
 def _is_ref(result: SearchResult, path: str) -> bool:

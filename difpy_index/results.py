@@ -65,6 +65,8 @@ class SearchResult:
     reference: list[str] = field(default_factory=list)  # reference folders: never touched
     facts: dict[str, FileFacts] = field(default_factory=dict)  # every key and member
     unreachable: list[str] = field(default_factory=list)  # roots left out (unmounted?)
+    #: a plan (a request from outside): a member never goes for a key with fewer pixels
+    from_plan: bool = False
     _index: Index | None = field(default=None, repr=False)
 
     def details(self) -> list[dict[str, Any]]:

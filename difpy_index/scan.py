@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import UsageError
+from .fileops import ASIDE_PREFIX, recover_aside
 from .paths import real_dir
 
 
@@ -44,6 +45,8 @@ class ScanResult:
     skipped: int = 0  # not tried because of their extension
     skipped_paths: list[bytes] = field(default_factory=list)
     problems: list[tuple[bytes, str]] = field(default_factory=list)
+    #: files an interrupted action had left aside, and what became of them
+    restored: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def extension_of(name: bytes) -> str:
@@ -103,6 +106,10 @@ def _walk(
             result.problems.append((folder, "symlink loop, not followed"))
             return
         entries = list(os.scandir(folder))
+        if any(e.name.startswith(ASIDE_PREFIX) for e in entries):
+            # files an interrupted action had moved aside go back first, then are found
+            result.restored.extend(recover_aside(folder))
+            entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return  # vanished or replaced by a file mid-scan: its files are gone
     except OSError as exc:

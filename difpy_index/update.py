@@ -112,7 +112,7 @@ def run_update(
     found = scan(roots, options)
     report.skipped = found.skipped
     report.skipped_paths = found.skipped_paths
-    report.problems = [(os.fsdecode(p), r) for p, r in found.problems]
+    report.problems = [(os.fsdecode(p), r) for p, r in found.problems + found.restored]
     root_ids = catalog.ensure_roots([rs.root for rs in found.roots if not rs.missing])
 
     # what the catalog knows about this scope (and about any file found outside it)

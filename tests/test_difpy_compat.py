@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import difpy_index as difPy
+from difpy_index.decode import MAX_PX_SIZE
 from difpy_index.errors import UsageError
 
 
@@ -231,8 +232,9 @@ def test_recursive_false_search_ignores_catalogued_subfolders(tmp_path: Path) ->
         (("{d}",), {"recursive": "yes"}, 'Invalid value for "recursive" parameter: must be of type BOOL.'),
         (("{d}",), {"in_folder": 1}, '"in_folder" parameter: must be of type BOOL'),
         (("{d}",), {"limit_extensions": None}, '"limit_extensions" parameter'),
-        (("{d}",), {"px_size": 9}, "must be between 10 and 5000"),
-        (("{d}",), {"px_size": 5001}, "must be between 10 and 5000"),
+        (("{d}",), {"px_size": 9}, f"must be between 10 and {MAX_PX_SIZE}"),
+        (("{d}",), {"px_size": MAX_PX_SIZE + 1}, f"must be between 10 and {MAX_PX_SIZE}"),
+        (("{d}",), {"px_size": 5000}, f"must be between 10 and {MAX_PX_SIZE}"),
         (("{d}",), {"px_size": 50.0}, '"px_size" parameter: must be of type INT'),
         (("{d}",), {"show_progress": "no"}, '"show_progress" parameter'),
         (("{d}",), {"processes": 0}, '"processes" parameter: must be >= 1'),
@@ -268,15 +270,16 @@ def test_build_bool_parameters_accept_only_bool(tmp_path: Path, name: str, value
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(px=st.integers(min_value=-10, max_value=6000))
 def test_px_size_range(tmp_path: Path, px: int) -> None:
-    """Valid iff 10 <= px <= 5000, as difPy; a valid one builds (an empty folder here)."""
+    """Valid iff 10 <= px <= MAX_PX_SIZE (difPy: 5000; ours is bounded so that the catalog
+    and a search stay bounded, docs/migrating.md); a valid one builds (an empty folder)."""
     empty = tmp_path / "empty"
     empty.mkdir(exist_ok=True)
-    if 10 <= px <= 5000:
+    if 10 <= px <= MAX_PX_SIZE:
         dif = difPy.build(str(empty), px_size=px, show_progress=False)
         assert dif.stats["process"]["build"]["parameters"]["px_size"] == px
         assert dif._tensor_dictionary == {}
     else:
-        with pytest.raises(UsageError, match="must be between 10 and 5000"):
+        with pytest.raises(UsageError, match=f"must be between 10 and {MAX_PX_SIZE}"):
             difPy.build(str(empty), px_size=px, show_progress=False)
 
 

@@ -245,17 +245,21 @@ def test_sigkill_action_then_recover(mode: str, seed: int, tmp_path: Path) -> No
     print(f"FAULT action mode={mode} seed={seed} delay={delay:.2f}s/{full:.2f}s "
           f"acted_at_kill={len(before) - len(after_src)}/{groups * copies} finished_before_kill={finished}")
     for rel, digest in before.items():
-        _g, name = rel.split("/")
+        folder, name = rel.split("/")
         if name == "c0.png":  # the key
             assert after_src.get(rel) == digest, f"key {rel} damaged"
             continue
         places = [h for h in (after_src.get(rel),) if h is not None]
         places += [h for r, h in after_dest.items() if r.endswith(rel)]
+        # a file the kill caught while it was set aside in its own folder to be proven
+        places += [h for r, h in after_src.items()
+                   if r.startswith(f"{folder}/.difpy-aside-") and r.endswith(f"/{name}")]
         assert all(h == digest for h in places), f"{rel} half-moved"
         assert len(places) == (1 if mode == "move" else len(places)) and len(places) <= 1, (rel, places)
     assert not [r for r in after_dest if not any(r.endswith(b) for b in before)], "stray files in dest"
     again = run(cat, "update", root)
     assert again.returncode == 0, again.stderr
+    assert not list(root.rglob(".difpy-aside-*/*")), "update puts set-aside files back"
     assert_catalog_matches_disk(cat, root)
 
 

@@ -287,6 +287,10 @@ def _write_plan(found: SearchResult, tmp_path: Path, drop: int = 0) -> tuple[Pat
     return path, plan["actions"], kept
 
 
+#: the corpus is searched at threshold 50, not a named preset: apply must be told again
+WIDE = ("-s", "50")
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -297,13 +301,13 @@ def test_apply_dry_run_changes_nothing_then_moves_exactly_the_plan(corpus: Any, 
     before = _tree(root)
     dest = tmp_path / "moved"
 
-    res = cli("apply", plan_path, "--move-to", dest, "--dry-run", "--json")
+    res = cli("apply", plan_path, "--move-to", dest, "--dry-run", "--json", *WIDE)
     assert res.exit_code == 0, res.stderr
     dry = json.loads(res.stdout)["actions"]
     assert sorted(a for a, _ in dry["moved"]) == sorted(a["path"] for a in actions)
     assert _tree(root) == before and not dest.exists()
 
-    res = cli("apply", plan_path, "--move-to", dest, "--json")
+    res = cli("apply", plan_path, "--move-to", dest, "--json", *WIDE)
     assert res.exit_code == 0, res.stderr
     moved = json.loads(res.stdout)["actions"]["moved"]
     assert sorted(a for a, _ in moved) == sorted(a["path"] for a in actions)
@@ -320,7 +324,7 @@ def test_apply_dry_run_changes_nothing_then_moves_exactly_the_plan(corpus: Any, 
     rows = catalog_rows(idx.path)
     assert not {os.fsencode(a["path"]) for a in actions} & set(rows)
     # running the plan again is harmless: every file is skipped with a reason
-    res = cli("apply", plan_path, "--move-to", dest, "--json")
+    res = cli("apply", plan_path, "--move-to", dest, "--json", *WIDE)
     again = json.loads(res.stdout)["actions"]
     assert again["moved"] == [] and len(again["skipped"]) == len(actions)
     assert "no longer exists" in res.stderr
@@ -343,9 +347,11 @@ def test_apply_delete_verifies_each_pair(corpus: Any, tmp_path: Path, cli: Cli) 
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(plan), encoding="utf-8")
 
-    res = cli("apply", plan_path, "--delete", "--json")  # no terminal, no --yes
+    res = cli("apply", plan_path, "--delete", "--json", *WIDE)  # no terminal, no --yes
     assert res.exit_code == 2 and "--yes" in res.stderr
-    res = cli("apply", plan_path, "--delete", "--yes", "--json")
+    res = cli("apply", plan_path, "--delete", "--yes", "--json")  # threshold 50: not a preset
+    assert res.exit_code == 2 and "-s 50" in res.stderr
+    res = cli("apply", plan_path, "--delete", "--yes", "--json", *WIDE)
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)["actions"]
     assert out["deleted"] == [g0.members[0].path]

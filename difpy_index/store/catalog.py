@@ -223,10 +223,11 @@ class Catalog:
         return self.engine.connect()
 
     def _raw(self) -> sqlite3.Connection:
-        """A plain read-only-by-pragma connection for the hot read path."""
-        from .db import connect_raw
+        """A plain read-only-by-pragma connection for the hot read path (on a read-only
+        filesystem, a read-only immutable one: such a catalog can still be searched)."""
+        from .db import connect_raw, on_read_only_fs
 
-        conn = connect_raw(self.path)
+        conn = connect_raw(self.path, read_only=on_read_only_fs(self.path))
         conn.execute("PRAGMA query_only=1")
         return conn
 
@@ -251,6 +252,30 @@ class Catalog:
         from sqlalchemy.dialects.sqlite import insert
 
         return insert(table)
+
+    def writable(self) -> str | None:
+        """None when a write transaction can start here, else SQLite's reason (a read-only
+        file or filesystem). Takes and releases the write lock; writes nothing."""
+        import sqlite3
+
+        from .db import connect_raw, on_read_only_fs
+
+        if self.url is not None:  # a server database: its own permissions, found on write
+            return None
+        if on_read_only_fs(self.path):
+            return "read-only filesystem"
+        if not os.access(self.path, os.W_OK):
+            return "the file is read-only"
+        try:
+            conn = connect_raw(self.path)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            return str(exc) or type(exc).__name__
+        return None
 
     # -- roots ------------------------------------------------------------------------
     def ensure_roots(self, paths: Sequence[bytes]) -> dict[bytes, int]:
@@ -451,6 +476,21 @@ class Catalog:
         known = self.files_by_path(paths)
         return self.remove([k.id for k in known.values()])
 
+    def note_ctime(self, path: bytes, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> bool:
+        """The file was only renamed away and back by us (its ctime moved, nothing else):
+        record the new ctime where size, mtime and inode are still the row's."""
+        from sqlalchemy import update
+
+        from .models import File
+
+        with self.write() as conn:
+            done = conn.execute(
+                update(File)
+                .where(File.path == path, File.size == size, File.mtime_ns == mtime_ns, File.inode == inode)
+                .values(ctime_ns=ctime_ns)
+            ).rowcount
+        return bool(done)
+
     def move_row(self, old: bytes, new: bytes, size: int, mtime_ns: int, inode: int | None,
                  root_id: int | None = None, ctime_ns: int | None = None) -> bool:
         """A rename: the row (and its tensors) follows the file without a decode. A rename
@@ -617,16 +657,22 @@ def _file_cols() -> tuple[Any, ...]:
 
 
 def _below_sql(folders: Sequence[bytes] | None) -> tuple[str, list[bytes]]:
-    """A WHERE fragment selecting paths below any of ``folders`` (None: everything)."""
+    """A WHERE fragment selecting the files of ``folders`` (None: everything): paths below
+    any of them, and the rows of roots at or below them whose real path lies elsewhere (a
+    symlink's target outside every root: found through that root, so searching the root
+    and searching everything agree about it)."""
     if folders is None:
         return "", []
     if not folders:
         return " AND 1 = 0", []
     params: list[bytes] = []
+    ors: list[str] = []
     for folder in folders:
-        params.extend(prefix_bounds(folder))
-    ors = " OR ".join(["(f.path >= ? AND f.path < ?)"] * len(folders))
-    return f" AND ({ors})", params
+        lo, hi = prefix_bounds(folder)
+        params.extend((lo, hi, folder, lo, hi))
+        ors.append("(f.path >= ? AND f.path < ?) OR f.root_id IN (SELECT r.id FROM roots r "
+                   "WHERE r.path = ? OR (r.path >= ? AND r.path < ?))")
+    return f" AND ({' OR '.join(ors)})", params
 
 
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:

@@ -34,10 +34,27 @@ def database_error(exc: BaseException) -> tuple[str, str] | None:
     return "sqlite", str(orig).splitlines()[0] if str(orig) else type(orig).__name__
 
 
+def on_read_only_fs(path: Path) -> bool:
+    """Is the catalog on a read-only filesystem (or in a folder we cannot write)? SQLite
+    cannot create the WAL index there, so such a catalog is opened ``immutable``."""
+    import os
+
+    folder = Path(path).resolve().parent
+    try:
+        if os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+            return True
+    except OSError:
+        return False
+    return not os.access(folder, os.W_OK) and not Path(f"{path}-shm").exists()
+
+
 def connect_raw(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """A plain sqlite3 connection; read-only opens never create or change the file."""
+    """A plain sqlite3 connection; read-only opens never create or change the file (on a
+    read-only filesystem they open it ``immutable``: nobody can be writing it there)."""
     if read_only:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
+        if on_read_only_fs(path):
+            uri += "&immutable=1"
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)

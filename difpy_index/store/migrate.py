@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import sqlite3
+import stat
 import sys
 import time
 from pathlib import Path
@@ -54,7 +55,16 @@ def inspect_file(path: Path) -> str | None:
 
     Raises NotACatalogError for anything else, without writing to the file.
     """
-    if not path.exists() or path.stat().st_size == 0:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        # /dev/null, a FIFO, a socket: SQLite would open it and leave a -journal beside it
+        raise NotACatalogError(f"catalog {path} is not a regular file")
+    if st.st_size == 0:
         return None
     if path.is_dir():
         raise NotACatalogError(f"catalog {path} is a directory, not a catalog file")
