@@ -117,7 +117,7 @@ def test_trash_sends_verified_members_to_the_trash(cli, indexed, tmp_path):
     assert cli("update", indexed).exit_code == 0
     imf.synthetic(5, 40, 30).save(indexed / "c.png")
     res = cli("search", indexed, "--trash", "--no-update", "--json")
-    assert res.exit_code == 0
+    assert res.exit_code == 1  # asked to act and every file was refused: say so (issue 13)
     assert json.loads(res.stdout)["actions"]["deleted"] == [] and (indexed / "c.png").exists()
     bad = cli("search", indexed, "--trash", "--delete")
     assert bad.exit_code == 2 and "mutually exclusive" in bad.stderr

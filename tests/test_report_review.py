@@ -86,7 +86,7 @@ def test_apply_honours_keep_this_one_instead(story, tmp_path, cli):
     plan["actions"].append({"path": real(story["copy"]), "key": real(story["orig"])})
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan), encoding="utf-8")
-    res = cli("apply", path, "--move-to", tmp_path / "dups", "--json")
+    res = cli("apply", path, "--move-to", tmp_path / "dups", "--json", "-s", "50")  # not a preset: repeated
     assert res.exit_code == 0, res.stderr
     acts = json.loads(res.stdout)["actions"]
     moved = sorted(src for src, _ in acts["moved"])
@@ -107,12 +107,12 @@ def test_apply_never_touches_reference_files_and_reads_old_plans(story, tmp_path
     old = {k: v for k, v in plan.items() if k not in ("reference", "keep")}  # a plan from before
     for p, body in (("new.json", plan), ("old.json", old)):
         (tmp_path / p).write_text(json.dumps(body), encoding="utf-8")
-    res = cli("apply", tmp_path / "new.json", "--delete", "--yes", "--dry-run", "--json")
+    res = cli("apply", tmp_path / "new.json", "--delete", "--yes", "--dry-run", "--json", "-s", "50")
     assert res.exit_code == 0, res.stderr
     acts = json.loads(res.stdout)["actions"]
     assert acts["deleted"] == [real(story["orig"])]
     assert any(s["path"] == real(story["resave"]) and "reference" in s["reason"] for s in acts["skipped"])
-    res = cli("apply", tmp_path / "old.json", "--delete", "--yes", "--dry-run", "--json")
+    res = cli("apply", tmp_path / "old.json", "--delete", "--yes", "--dry-run", "--json", "-s", "50")
     assert res.exit_code == 0, res.stderr  # an old plan (no reference, no keep) still loads
     assert sorted(json.loads(res.stdout)["actions"]["deleted"]) == sorted(
         [real(story["orig"]), real(story["resave"])])
