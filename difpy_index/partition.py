@@ -224,7 +224,7 @@ def _run_local(
 ) -> None:
     """The tasks in order, here: each band is read and its features computed once (the
     upper neighbour of task k is the own band of task k+1), so the local search costs what
-    the in-memory one does, holding at most two bands (plus one band's copy)."""
+    the in-memory one does, holding at most three bands of tensors."""
     import numpy as np
 
     from . import match
@@ -233,28 +233,40 @@ def _run_local(
         for pos, outer in tasks:
             collect(pos, _task(loader, *args(pos, outer)))
         return
-    kept: tuple[np.ndarray, match._Features] | None = None
+    # Task k's tensors are one buffer [band k | band k+1]; band k+1 stays there (a view)
+    # until task k+1 copies it to the front of its own buffer and the old one is freed:
+    # at most three bands of tensors are resident, never two bands plus a two-band copy.
+    prev: np.ndarray | None = None
+    prev_outer = 0
+    kept_feat: Any = None
     for k, (pos, outer) in enumerate(tasks):
         ids, _outer, bucket, rank, _prot, thr, rotate = args(pos, outer)
-        own = kept if kept is not None else _read(loader, ids[:outer])
-        kept = None
-        if len(pos) > outer:  # the upper neighbour: read once, kept for task k+1
-            kept = _read(loader, ids[outer:])
-            tensors = np.concatenate([own[0], kept[0]])
-            feat = match.concat_features([own[1], kept[1]])
+        if prev is None:
+            own_t = loader(ids[:outer])
+            own_f = match.band_features(own_t)
         else:
-            tensors, feat = own
-        del own
+            own_t, own_f = prev[prev_outer:], kept_feat
+        assert len(own_t) == outer
+        if len(pos) > outer:  # the upper neighbour: read once, kept for task k+1
+            buf = np.empty((len(pos), *own_t.shape[1:]), dtype=np.uint8)
+            buf[:outer] = own_t
+            del own_t
+            prev = None  # frees the previous task's buffer
+            nxt = loader(ids[outer:])
+            kept_feat = match.band_features(nxt)
+            buf[outer:] = nxt
+            del nxt
+            tensors, feat = buf, match.concat_features([own_f, kept_feat])
+            prev, prev_outer = buf, outer
+            del buf
+        else:
+            tensors, feat = own_t, own_f
+            del own_t
+            prev = None
+        del own_f
         assert k + 1 == len(tasks) or len(pos) - outer == bands[k + 1].stop - bands[k + 1].start
         collect(pos, match.band_matches(tensors, bucket, rank, outer, thr, rotate, feat=feat))
         del tensors, feat
-
-
-def _read(loader: Loader, ids: np.ndarray) -> tuple[np.ndarray, Any]:
-    from . import match
-
-    t = loader(ids)
-    return t, match.band_features(t)
 
 
 def _claim(
