@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE, DecodeSettings
 from .errors import NotIndexedError, UsageError
-from .params import SearchParams, check_processes, check_px_size
+from .params import SearchParams, check_processes, check_px_size, is_near
 from .paths import directly_in, display, folder_prefix, is_within, real_dir
 from .progress import NullProgress, Progress
 from .results import FileFacts, GroupInfo, MemberInfo, QueryMatch, SearchResult
@@ -427,7 +427,7 @@ class Index:
         import numpy as np
 
         from . import keep as keeprules
-        from . import match
+        from . import match, near
         from .partition import DEFAULT_MAX_BAND_ROWS
         from .store.catalog import SearchMeta
 
@@ -435,6 +435,8 @@ class Index:
         sp = SearchParams.parse(similarity, rotate=rotate, same_dim=same_dim, lazy=lazy,
                                 in_folder=in_folder, px_size=px_size)
         procs = check_processes(processes)  # accepted (difPy's), recorded; nothing to spread
+        # the second measure of the near preset needs all 8 orientations
+        use_near = is_near(similarity) and sp.rotate
         criteria = keeprules.parse_keep(keep)
         band_rows = DEFAULT_MAX_BAND_ROWS if max_band_rows is None else int(max_band_rows)
         if band_rows < 2:
@@ -480,7 +482,15 @@ class Index:
         groups: list[GroupInfo] = []
         found_rows: list[list[int]] = []
         for folder, subset in scopes:
-            if isinstance(data, SearchMeta):
+            found: Sequence[match.Group | near.NearGroup]
+            if use_near:
+                tensors = (self._catalog.tensor_loader(sp.px_size, self.recipe)(data.ids)
+                           if isinstance(data, SearchMeta) else data.tensors)
+                found = near.search(
+                    tensors, data.widths, data.heights, data.sizes, data.paths,
+                    same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,
+                )
+            elif isinstance(data, SearchMeta):
                 found = _banded(self._catalog.tensor_loader(sp.px_size, self.recipe), data, subset,
                                 sp, band_rows, executor, order, is_ref)
             else:
@@ -494,10 +504,7 @@ class Index:
                 groups.append(
                     GroupInfo(
                         key=display(data.paths[fg.key]),
-                        members=tuple(
-                            MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation))
-                            for m in fg.members
-                        ),
+                        members=tuple(_member_info(data.paths[m.index], m) for m in fg.members),
                         folder=display(folder) if folder is not None else None,
                     )
                 )
@@ -671,6 +678,15 @@ def _as_list(items: PathLike | Iterable[PathLike]) -> list[PathLike]:
     if isinstance(items, (str, bytes, os.PathLike)):
         return [items]
     return list(items)
+
+
+def _member_info(path: bytes, m: Any) -> MemberInfo:
+    """A search member (match.Member, or near.NearMember with why it matched)."""
+    info = MemberInfo(display(path), float(m.mse), int(m.rotation))
+    measure = getattr(m, "measure", None)
+    if measure is None:
+        return info
+    return MemberInfo(info.path, info.mse, info.rotation, bool(m.mirror), measure, float(m.value))
 
 
 def _below(paths: list[bytes], folder: bytes) -> np.ndarray:

@@ -751,3 +751,39 @@ def _verify_pairs(
             cur[sel[better]] = m[better]
             kk[sel[better]] = k
     return best, best_k
+
+
+def verified_pairs(
+    tensors: np.ndarray, rows: np.ndarray, threshold: float, rotate: bool = True,
+    bucket: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every unordered pair of ``tensors[rows]`` with true MSE <= ``threshold``, exactly.
+
+    Local indices ``(a, b)``, the MSE and the rotation (degrees) of ``b`` onto ``a``; for a
+    second measure that needs the MSE matches without claiming (near.py).
+    """
+    feat = _features(tensors, rows)
+    swept = _sweep_pairs(feat, bucket, float(threshold), rotate, 2**62)
+    assert swept is not None
+    ia, ib, lbs = swept
+    lim = threshold + _margin(threshold)
+    d = int(np.prod(tensors.shape[1:]))
+    acc = _acc_dtype(d)
+    best = np.full(len(ia), np.inf)
+    best_k = np.zeros(len(ia), dtype=np.int64)
+    for c0 in range(0, len(ia), _PAIR_CHUNK):
+        a, b = rows[ia[c0 : c0 + _PAIR_CHUNK]], rows[ib[c0 : c0 + _PAIR_CHUNK]]
+        x = tensors[a].reshape(len(a), d).astype(acc)
+        yt = tensors[b]
+        for k in range(lbs.shape[1]):
+            sel = np.flatnonzero(lbs[c0 : c0 + len(a), k] <= lim)
+            if len(sel) == 0:
+                continue
+            diff = x[sel] - np.rot90(yt[sel], k, axes=(1, 2)).reshape(len(sel), d).astype(acc)
+            m = np.einsum("ij,ij->i", diff, diff) / d
+            cur = best[c0 + sel]
+            better = m < cur
+            best[c0 + sel[better]] = m[better]
+            best_k[c0 + sel[better]] = k
+    hit = best <= threshold
+    return ia[hit], ib[hit], best[hit], 90 * best_k[hit]

@@ -29,6 +29,17 @@ class MemberInfo:
     path: str
     mse: float
     rotation: int  # degrees the member is turned (np.rot90 k*90) to match its key
+    # ``near`` only: mirrored left-right before the rotation, and the rule that matched
+    # ("mse" or "correlation") with its value
+    mirror: bool = False
+    measure: str | None = None
+    value: float | None = None
+
+    def detail(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "mse": self.mse, "rotation": self.rotation}
+        if self.measure is not None:
+            out |= {"mirror": self.mirror, "measure": self.measure, "value": self.value}
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +86,7 @@ class SearchResult:
             {
                 "key": g.key,
                 **({"folder": g.folder} if g.folder is not None else {}),
-                "members": [
-                    {"path": m.path, "mse": m.mse, "rotation": m.rotation} for m in g.members
-                ],
+                "members": [m.detail() for m in g.members],
             }
             for g in self.groups
         ]
@@ -126,7 +135,7 @@ class QueryMatch:
             "query": self.query,
             "indexed": self.indexed,
             "matches": [[m.path, m.mse] for m in self.matches],
-            "details": [{"path": m.path, "mse": m.mse, "rotation": m.rotation} for m in self.matches],
+            "details": [m.detail() for m in self.matches],
         }
 
 def write_difpy_files(

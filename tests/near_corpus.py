@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import Entry, Manifest, list_files, load_manifest, manifest_path  # noqa: E402
+from corpus import Entry, Manifest, list_files, load_manifest, manifest_path
 
 __all__ = ["EDITS", "Entry", "Manifest", "list_files", "load_manifest", "make_corpus",
            "manifest_path", "photos_available", "truth_pairs"]
@@ -99,6 +99,8 @@ NEGATIVES = ("overlap", "nearshot")
 EDITED_SHARE = 0.6
 COPIES = (1, 2, 3, 4)
 NEGATIVE_SHARE = 0.12
+#: Fine detail (grey levels RMS around a 5x5 mean, window seen at ~64 px) a base needs.
+DETAIL_MIN = 3.0
 EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 
 
@@ -167,10 +169,26 @@ class _Planned:
 
 
 def _textured(grey: np.ndarray, box: tuple[float, ...]) -> bool:
-    """A window worth calling a photograph: not flat, not mostly black (sky, space, frame)."""
+    """A window worth calling a photograph: not flat, not mostly black, and with fine
+    detail (bokeh-only or sky-only windows of one photo look alike: not distinct pictures)."""
     x0, y0, x1, y1 = (int(v) for v in box)
-    win = grey[y0:y1:4, x0:x1:4]
-    return win.size > 0 and float(win.std()) >= 24 and float((win < 20).mean()) < 0.4
+    step = max(1, min(x1 - x0, y1 - y0) // 64)
+    win = grey[y0:y1:step, x0:x1:step]
+    if win.shape[0] < 8 or win.shape[1] < 8:
+        return False
+    pad = np.pad(win, 2, mode="edge")
+    blur = sum(pad[i : i + win.shape[0], j : j + win.shape[1]]
+               for i in range(5) for j in range(5)) / 25.0
+    detail = float(np.sqrt(((win - blur) ** 2).mean()))
+    return float(win.std()) >= 24 and float((win < 20).mean()) < 0.4 and detail >= DETAIL_MIN
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over the smaller area of two windows."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / small if small > 0 else 1.0
 
 
 def _windows(rng: np.random.Generator, grey: np.ndarray, count: int) -> list[tuple[float, ...]]:
@@ -244,7 +262,7 @@ def plan(n_bases: int, seed: int, max_side: int = 900, debian: bool = False) -> 
         groups.append(group)
     # hard negatives: new base ids next to an existing window of the same photograph
     nb = len(groups)
-    for k in range(int(round(NEGATIVE_SHARE * n_bases))):
+    for k in range(round(NEGATIVE_SHARE * n_bases)):
         r = np.random.default_rng([seed, nb + k, 0])
         of = int(r.integers(nb))
         src, box = groups[of][0].source, groups[of][0].box
@@ -264,6 +282,8 @@ def plan(n_bases: int, seed: int, max_side: int = 900, debian: bool = False) -> 
         if not (0 <= x0 <= pw - bw and 0 <= y0 <= ph - bh):
             continue
         nbox = (x0, y0, x0 + bw, y0 + bh)
+        if any(_overlap(nbox, g[0].box) > 0.9 for g in groups if g[0].source == src):
+            continue  # (nearly) the same window as a picture already in the corpus
         o = groups[of][0].entry
         params = {"source": o.params["source"], "quality": 90, "of": of}
         if kind == "nearshot":

@@ -1,0 +1,200 @@
+"""The ``near`` preset's second measure (difpy_index/near.py) and the preset end to end.
+
+- hypothesis: the bounded search finds exactly the pairs a brute force over every pair,
+  orientation and crop variant finds (the bounds only skip what cannot match);
+- groups: every member matches its key by the measure it reports, the reported
+  orientation turns the member onto the key, and the result does not depend on row order;
+- a small ground-truth corpus of real photographs (tests/near_corpus.py, package photos
+  only): precision 1.0 and a recall floor per edit, every rotation and mirror found;
+  ``similar`` keeps its MSE meaning on the same corpus.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import near_corpus
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from difpy_index import Index, near
+from difpy_index.match import mse_exact
+
+D = near.SIDE * near.SIDE
+
+
+def brute_force(feat: near.Features) -> set[tuple[int, int]]:
+    """Every eligible pair (i < j) with some orientation and variant pair matching."""
+    n = len(feat.energy)
+    out = set()
+    for i in range(n):
+        for j in range(i + 1, n):
+            if not (feat.eligible[i] and feat.eligible[j]):
+                continue
+            hit = False
+            for va, vb in near.COMBOS:
+                for o in range(8):
+                    fb = near.orient(feat.full[j, vb].reshape(near.SIDE, near.SIDE), o).ravel()
+                    db = near.orient(feat.detail[j, vb].reshape(near.SIDE, near.SIDE), o).ravel()
+                    cf = float(feat.full[i, va] @ fb) / D
+                    cd = float(feat.detail[i, va] @ db) / D
+                    hit |= cf >= near.MIN_CORR and cd >= near.MIN_DETAIL_CORR
+            if hit:
+                out.add((i, j))
+    return out
+
+
+def related_tensors(seed: int, n: int, px: int = 50) -> np.ndarray:
+    """Smooth-ish random pictures, some of them edited copies of others (oriented, tone
+    changed, noise mixed in at random strength), so pairs land on both sides of the
+    thresholds."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (n, 13, 13, 3))
+    base = np.stack([np.kron(c, np.ones((4, 4, 1)))[:px, :px] for c in coarse])
+    base += rng.normal(0, 20, base.shape)
+    out = base.copy()
+    for i in range(1, n):
+        if rng.random() < 0.6:
+            j = int(rng.integers(i))
+            src = out[j]
+            o = int(rng.integers(8))
+            src = np.rot90(src[:, ::-1] if o >= 4 else src, o % 4)
+            alpha = rng.uniform(0.6, 1.0)
+            gain, offset = rng.uniform(0.7, 1.3), rng.uniform(-30, 30)
+            out[i] = alpha * (src * gain + offset) + (1 - alpha) * base[i]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 28))
+def test_bounded_search_equals_brute_force(seed: int, n: int) -> None:
+    t = related_tensors(seed, n)
+    feat = near.features(t)
+    ca, cb = near.candidate_pairs(feat, feat.eligible, None)
+    ok, _, _ = near.pair_scores(feat, ca, cb)
+    got = {(int(a), int(b)) for a, b, k in zip(ca, cb, ok, strict=True) if k}
+    assert got == brute_force(feat)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_features_are_invariant_to_orientation_and_tone(seed: int) -> None:
+    """An oriented, brightened and contrast-changed copy correlates like the original."""
+    t = related_tensors(seed, 1)[0].astype(np.float64)
+    o = seed % 8
+    copy = np.rot90(t[:, ::-1] if o >= 4 else t, o % 4) * 0.8 + 20
+    both = np.stack([t, np.clip(np.rint(copy), 0, 255)]).astype(np.uint8)
+    feat = near.features(both)
+    inv = {0: 0, 1: 3, 2: 2, 3: 1}.get(o, o)  # the orientation undoing o
+    back = near.orient(feat.detail[1, 0].reshape(near.SIDE, near.SIDE), inv).ravel()
+    assert float(feat.detail[0, 0] @ back) / D > 0.98
+
+
+def test_trim_boxes_find_uniform_bars() -> None:
+    rng = np.random.default_rng(3)
+    t = np.zeros((2, 50, 50, 3), dtype=np.uint8)
+    t[0, 10:40] = rng.integers(0, 256, (30, 50, 3))  # letterbox: 10 rows of black each side
+    t[1] = rng.integers(0, 256, (50, 50, 3))  # no border
+    ti = t.astype(np.float64)
+    lum = (ti[..., 0] * 299 + ti[..., 1] * 587 + ti[..., 2] * 114) / 1000
+    boxes = near.trim_boxes(lum)
+    assert boxes[0].tolist() == [0, 10, 50, 40]
+    assert boxes[1].tolist() == [0, 0, 50, 50]
+
+
+def test_groups_explain_themselves_and_ignore_row_order() -> None:
+    t = related_tensors(11, 40)
+    rng = np.random.default_rng(0)
+    w = rng.integers(100, 400, 40)
+    h = rng.integers(100, 400, 40)
+    sizes = rng.integers(1000, 10**6, 40)
+    paths = [b"/x/%03d.jpg" % i for i in range(40)]
+    groups = near.search(t, w, h, sizes, paths)
+    assert groups, "the planted copies must form groups"
+    feat = near.features(t)
+    seen = set()
+    for g in groups:
+        assert g.key not in seen
+        seen.add(g.key)
+        for m in g.members:
+            assert m.index not in seen
+            seen.add(m.index)
+            mse, _ = mse_exact(t[g.key], t[m.index], True)
+            assert m.mse == mse
+            if m.measure == "mse":
+                assert m.value == m.mse <= near.NEAR_THRESHOLD
+                continue
+            assert m.measure == "correlation" and m.value >= near.MIN_DETAIL_CORR
+            # the reported orientation turns the member onto its key
+            o = (m.rotation // 90) + (4 if m.mirror else 0)
+            best = -1.0
+            for va, vb in near.COMBOS:
+                fb = near.orient(feat.full[m.index, vb].reshape(near.SIDE, near.SIDE), o)
+                db = near.orient(feat.detail[m.index, vb].reshape(near.SIDE, near.SIDE), o)
+                if float(feat.full[g.key, va] @ fb.ravel()) / D >= near.MIN_CORR:
+                    best = max(best, float(feat.detail[g.key, va] @ db.ravel()) / D)
+            assert best == pytest.approx(m.value, abs=1e-9)
+    perm = rng.permutation(40)
+    again = near.search(t[perm], w[perm], h[perm], sizes[perm], [paths[i] for i in perm])
+    as_paths = {(paths[perm[g.key]], frozenset(paths[perm[m.index]] for m in g.members))
+                for g in again}
+    assert as_paths == {(paths[g.key], frozenset(paths[m.index] for m in g.members))
+                        for g in groups}
+
+
+# --------------------------------------------------------------------------- corpus
+
+needs_photos = pytest.mark.skipif(
+    not near_corpus.photos_available(),
+    reason="the photographs come from scikit-image, scikit-learn and matplotlib: "
+    "install the [test] extra")
+
+#: Recall floor per edit family on the small corpus (1.0: every pair found).
+FLOORS = defaultdict(lambda: 0.75, {"rotate": 1.0, "mirror": 1.0})
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("near") / "c"
+    near_corpus.make_corpus(root, 240, 7, max_side=420, processes=2)
+    return root
+
+
+@pytest.mark.slow
+@needs_photos
+def test_near_preset_on_real_photos(small_corpus: Path, tmp_path: Path) -> None:
+    m = near_corpus.load_manifest(small_corpus)
+    truth = near_corpus.truth_pairs(m, small_corpus)
+    with Index.open(tmp_path / "c.sqlite") as idx:
+        report = idx.update([small_corpus], processes=2)
+        assert report.invalid == 0
+        result = idx.search(similarity="near")
+        similar = idx.search(similarity="similar")
+    found = set()
+    for g in result.groups:
+        members = [g.key, *(mm.path for mm in g.members)]
+        found |= {frozenset((a, b)) for i, a in enumerate(members) for b in members[i + 1 :]}
+    assert found - truth.keys() == set(), "near matched different pictures"
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for pair, label in truth.items():
+        per[label][0] += pair in found
+        per[label][1] += 1
+    for label, (hit, total) in per.items():
+        if label != "derived-derived":
+            assert hit >= FLOORS[label] * total, (label, hit, total, dict(per))
+    assert sum(h for h, _ in per.values()) >= 0.85 * len(truth)
+    # details say why: measure, value and orientation for every member
+    for g in result.to_dict()["details"]:
+        for mm in g["members"]:
+            assert mm["measure"] in ("mse", "correlation")
+            assert {"path", "mse", "rotation", "mirror", "value"} <= mm.keys()
+    # 'similar' is still difPy's MSE <= 5, without the second measure
+    for g in similar.groups:
+        for mm in g.members:
+            assert mm.mse <= 5 and mm.measure is None
+    assert "measure" not in str(similar.to_dict()["details"])
+    assert os.path.isdir(small_corpus)
