@@ -333,10 +333,13 @@ def update(
     no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Only the folders themselves, not their subfolders.")] = False,
     include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index names starting with '.'.")] = False,
     all_extensions: Annotated[bool, typer.Option("--all-extensions", help="Try every file, not only image extensions.")] = False,
+    fast: Annotated[bool | None, typer.Option("--fast/--exact", help="Decode with the fast recipe (JPEG draft; a few times faster, tensors within MSE 3) or the exact, difPy-identical one. Default: the recipe the folders already have, exact for new ones.", show_default=False)] = None,
     json_out: JsonOut = False,
     scheduler: Scheduler = None,
 ) -> None:
     """Index folders: decode new and changed files, drop deleted ones (no DIR: every root)."""
+    from .decode import EXTRA_LABELS
+
     state = _state(ctx)
     with _executor(scheduler) as executor, _open(state) as idx:
         if not dirs and not idx.root_paths():
@@ -345,10 +348,15 @@ def update(
             [str(d) for d in dirs] if dirs else None, px_size=px_size, recursive=not no_recursive,
             include_hidden=include_hidden, limit_extensions=not all_extensions,
             processes=processes, progress=_progress(state, json_out), executor=executor,
+            fast=fast,
         )
     for path, reason in report.problems:
         if not state.quiet:
             err(f"warning: {path}: {reason}")
+    for extra, paths in sorted(report.needs_extra.items()):
+        if not state.quiet:
+            err(f"warning: {len(paths)} {EXTRA_LABELS.get(extra, extra)} file(s) skipped: their "
+                f"plugin is not installed (pip install 'difpy-index[{extra}]')")
     # a missing root was logged once by update itself
     if state.verbose and not json_out:
         for p, reason in sorted(report.invalid_files.items()):
@@ -363,7 +371,7 @@ def update(
         err(
             f"{report.files} images ({report.decoded} decoded, {report.reused} reused, "
             f"{report.removed} removed, {report.invalid} invalid, {report.skipped} skipped) "
-            f"in {report.seconds:.2f} s"
+            f"in {report.seconds:.2f} s{', fast recipe' if report.recipe == 'fast' else ''}"
         )
 
 

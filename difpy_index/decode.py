@@ -87,6 +87,7 @@ class FormatPlugin:
     extra: str
     extensions: frozenset[str]
     module: str  # what must be importable ('' : a Pillow feature, see ``available``)
+    label: str = ""  # what the files are called in messages
 
     def available(self) -> bool:
         if self.name == "avif":
@@ -101,11 +102,12 @@ class FormatPlugin:
 
 
 PLUGINS = (
-    FormatPlugin("heif", "heif", HEIF_EXTENSIONS, "pillow_heif"),
-    FormatPlugin("avif", "avif", AVIF_EXTENSIONS, ""),
-    FormatPlugin("raw", "raw", RAW_EXTENSIONS, "rawpy"),
-    FormatPlugin("jxl", "jxl", JXL_EXTENSIONS, "pillow_jxl"),
+    FormatPlugin("heif", "heif", HEIF_EXTENSIONS, "pillow_heif", "HEIC/HEIF"),
+    FormatPlugin("avif", "avif", AVIF_EXTENSIONS, "", "AVIF"),
+    FormatPlugin("raw", "raw", RAW_EXTENSIONS, "rawpy", "camera RAW"),
+    FormatPlugin("jxl", "jxl", JXL_EXTENSIONS, "pillow_jxl", "JPEG XL"),
 )
+EXTRA_LABELS = {p.extra: p.label for p in PLUGINS}
 
 
 def recipe(fast: bool = False) -> str:

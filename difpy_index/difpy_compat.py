@@ -211,7 +211,7 @@ class Build:
             report = idx.update(
                 self.directory, px_size=px_size, recursive=self.recursive,
                 limit_extensions=self.limit_extensions, processes=self.processes,
-                progress=progress,
+                progress=progress, fast=False,  # difPy's tensors, bit for bit
             )
             self._real_dirs: list[bytes] = [os.fsencode(r) for r in report.roots]
             invalid = idx.invalid_files(self._real_dirs)

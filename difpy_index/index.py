@@ -7,11 +7,11 @@ import datetime as dt
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE, DecodeSettings
+from .decode import DEFAULT_MAX_PIXELS, DEFAULT_PX_SIZE, DecodeSettings, is_fast
 from .errors import NotIndexedError, UsageError
 from .params import SearchParams, check_processes, check_px_size, is_near
 from .paths import directly_in, display, folder_prefix, is_within, real_dir
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from . import match
+    from .scan import ScanOptions
     from .store.catalog import Catalog, KnownFile, SearchInput, SearchMeta
     from .update import UpdateReport
     from .watch import Watcher
@@ -147,19 +148,21 @@ class Index:
         processes: int | None = None,
         progress: Progress | None = None,
         executor: Executor | None = None,
+        fast: bool | None = None,
     ) -> UpdateReport:
         """Bring the catalog in line with the folders: decode only new or changed files.
 
         Without ``dirs``, every root already in the catalog is updated. ``executor`` (any
         ``concurrent.futures`` one, e.g. ``distributed.Client(address).get_executor()``)
         decodes there, in batches of paths; its workers must see the same paths. The
-        catalog is written here, as without it.
+        catalog is written here, as without it. ``fast=True`` makes tensors with the fast
+        recipe, ``False`` with the exact (difPy's) one; files whose tensors were made with
+        the other recipe are decoded again. ``None`` keeps the recipe most files below
+        these folders have (docs/formats.md).
         """
-        from .decode import image_extensions
-        from .scan import ScanOptions, check_dirs
+        from .scan import check_dirs
         from .update import run_update
 
-        settings = self._decode_settings(px_size, processes, executor)
         if dirs is None:
             roots = self.root_paths()
         else:
@@ -168,11 +171,9 @@ class Index:
             for r in roots:
                 if not os.path.isdir(r) and r not in known:
                     raise UsageError(f"folder does not exist: {display(r)}")
-        options = ScanOptions(
-            recursive=recursive,
-            include_hidden=include_hidden,
-            extensions=image_extensions() if limit_extensions else None,
-        )
+        settings = self._decode_settings(px_size, processes, executor,
+                                         self._update_recipe(fast, roots))
+        options = _scan_options(recursive, include_hidden, limit_extensions)
         return run_update(self._catalog, roots, options, settings, progress or NullProgress())
 
     def update_paths(
@@ -185,37 +186,89 @@ class Index:
         limit_extensions: bool = True,
         processes: int | None = None,
         progress: Progress | None = None,
+        fast: bool | None = None,
     ) -> UpdateReport:
         """``update`` restricted to the given files below ``roots`` (the watcher's batches):
         re-stat each, decode what changed, drop what is gone, let moved rows follow."""
-        from .decode import image_extensions
-        from .scan import ScanOptions, check_dirs
+        from .scan import check_dirs
         from .update import run_update_paths
 
-        settings = self._decode_settings(px_size, processes)
-        options = ScanOptions(
-            recursive=True, include_hidden=include_hidden,
-            extensions=image_extensions() if limit_extensions else None,
-        )
+        root_list = check_dirs(_as_list(roots))
+        settings = self._decode_settings(px_size, processes,
+                                         recipe=self._update_recipe(fast, root_list))
+        options = _scan_options(True, include_hidden, limit_extensions)
         files = [os.fsencode(os.path.abspath(os.fsdecode(p))) for p in _as_list(paths)]
-        return run_update_paths(self._catalog, files, check_dirs(_as_list(roots)), options,
+        return run_update_paths(self._catalog, files, root_list, options,
                                 settings, progress or NullProgress())
 
     def _decode_settings(self, px_size: int | Sequence[int], processes: int | None,
-                         executor: Executor | None = None) -> DecodeSettings:
+                         executor: Executor | None = None,
+                         recipe: str | None = None) -> DecodeSettings:
         sizes = (px_size,) if isinstance(px_size, int) else tuple(px_size)
         return DecodeSettings(
-            px_sizes=tuple(sorted({check_px_size(px) for px in sizes})), recipe=self.recipe,
+            px_sizes=tuple(sorted({check_px_size(px) for px in sizes})),
+            recipe=recipe or self.recipe,
             processes=check_processes(processes), max_pixels=self.max_pixels, executor=executor,
         )
 
+    # -- recipes: exact (difPy's) or fast, never mixed in one search ---------------------
+    def _recipe_counts(self, px_size: int, folders: Sequence[bytes] | None) -> tuple[int, int]:
+        """(files with exact tensors, files with fast tensors) of ``px_size`` in scope;
+        tensors of an outdated recipe (another Pillow major) count for neither."""
+        from .decode import recipe
+
+        counts = self._catalog.recipe_counts(px_size, folders)
+        return counts.get(recipe(False), 0), counts.get(recipe(True), 0)
+
+    def _update_recipe(self, fast: bool | None, roots: Sequence[bytes]) -> str:
+        """The recipe an update uses: the one asked for, else the one most files below
+        ``roots`` have, else the one most of the catalog has, else exact."""
+        from .decode import recipe
+
+        if fast is not None:
+            if not isinstance(fast, bool):
+                raise UsageError(f"invalid fast {fast!r}: must be True, False or None")
+            return recipe(fast)
+        for scope in (list(roots), None):
+            exact, quick = self._recipe_counts(DEFAULT_PX_SIZE, scope)
+            if exact or quick:
+                return recipe(quick > exact)
+        return recipe(False)
+
+    def search_recipe(self, px_size: int = DEFAULT_PX_SIZE,
+                      folders: Sequence[bytes] | None = None) -> str:
+        """The recipe a search of ``folders`` reads: the only one its files have (exact
+        when none). Files of both recipes in one scope are an error: a search never
+        compares fast tensors with exact ones."""
+        from .decode import recipe
+
+        exact, quick = self._recipe_counts(px_size, folders)
+        if exact and quick:
+            where = " ".join(display(f) for f in folders) if folders else "the catalog"
+            raise UsageError(
+                f"{where} holds {exact} files with exact tensors and {quick} with fast ones "
+                f"(px_size {px_size}); a search never mixes them: run 'difpy-index update "
+                f"--fast' or 'difpy-index update --exact' on these folders first"
+            )
+        return recipe(quick > 0)
+
     # -- read ---------------------------------------------------------------------------
-    def tensor(self, path: PathLike, px_size: int = DEFAULT_PX_SIZE) -> np.ndarray | None:
-        """The cached uint8 (px, px, 3) tensor of a file, or None if it has none."""
+    def tensor(self, path: PathLike, px_size: int = DEFAULT_PX_SIZE,
+               recipe: str | None = None) -> np.ndarray | None:
+        """The cached uint8 (px, px, 3) tensor of a file, or None if it has none (of
+        ``recipe``; default: the exact recipe, or the fast one when that is all it has)."""
         import numpy as np
 
         real = os.path.realpath(os.fsencode(os.path.expanduser(os.fsdecode(path))))
-        blob = self._catalog.tensor(real, check_px_size(px_size), self.recipe)
+        px_size = check_px_size(px_size)
+        if recipe is None:
+            from .decode import recipe as recipe_of
+
+            blob = self._catalog.tensor(real, px_size, recipe_of(False))
+            if blob is None:
+                blob = self._catalog.tensor(real, px_size, recipe_of(True))
+        else:
+            blob = self._catalog.tensor(real, px_size, recipe)
         if blob is None:
             return None
         return np.frombuffer(blob, dtype=np.uint8).reshape(px_size, px_size, 3)
@@ -334,7 +387,8 @@ class Index:
         found = scan(present, ScanOptions(extensions=frozenset(IMAGE_EXTENSIONS | set(plugin_ext))))
         if found.problems or any(rs.unreadable for rs in found.roots):
             return False
-        rows = self._catalog.stats_below(present, check_px_size(px_size), self.recipe)
+        rows = self._catalog.stats_below(present, check_px_size(px_size),
+                                         self._update_recipe(None, present))
         seen = set()
         for f in found.files:
             seen.add(f.path)
@@ -390,8 +444,10 @@ class Index:
 
     def search_input(self, px_size: int = DEFAULT_PX_SIZE,
                      folders: Sequence[bytes] | None = None) -> SearchInput:
-        """Every valid file (optionally below ``folders``) with its cached tensor."""
-        return self._catalog.search_input(check_px_size(px_size), self.recipe, folders)
+        """Every valid file (optionally below ``folders``) with its cached tensor, of the
+        recipe a search of ``folders`` reads (``search_recipe``)."""
+        px_size = check_px_size(px_size)
+        return self._catalog.search_input(px_size, self.search_recipe(px_size, folders), folders)
 
     # -- search -------------------------------------------------------------------------
     def search(
@@ -447,17 +503,18 @@ class Index:
         if refs and sp.in_folder:
             raise UsageError("reference folders cannot be combined with in_folder")
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
+        recipe = self.search_recipe(sp.px_size, scope)
         banded = executor is not None or self._catalog.url is not None or (
             self._catalog.count_images(scope) > band_rows
         )  # PostgreSQL: tensors are only ever read band by band, never all at once
         data: SearchInput | SearchMeta
         if banded:
-            data = self._catalog.search_meta(sp.px_size, self.recipe, scope)
+            data = self._catalog.search_meta(sp.px_size, recipe, scope)
             if executor is not None and max_band_rows is None:
                 # several band tasks per worker, not one task holding everything
                 band_rows = min(band_rows, max(2_000, -(-len(data.paths) // 8)))
         else:
-            data = self._catalog.search_input(sp.px_size, self.recipe, scope)
+            data = self._catalog.search_input(sp.px_size, recipe, scope)
         self._check_px_cached(data, sp.px_size, scope)
         unreachable = self.unreachable_roots()
         if unreachable:
@@ -484,14 +541,14 @@ class Index:
         for folder, subset in scopes:
             found: Sequence[match.Group | near.NearGroup]
             if use_near:
-                tensors = (self._catalog.tensor_loader(sp.px_size, self.recipe)(data.ids)
+                tensors = (self._catalog.tensor_loader(sp.px_size, recipe)(data.ids)
                            if isinstance(data, SearchMeta) else data.tensors)
                 found = near.search(
                     tensors, data.widths, data.heights, data.sizes, data.paths,
                     same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,
                 )
             elif isinstance(data, SearchMeta):
-                found = _banded(self._catalog.tensor_loader(sp.px_size, self.recipe), data, subset,
+                found = _banded(self._catalog.tensor_loader(sp.px_size, recipe), data, subset,
                                 sp, band_rows, executor, order, is_ref)
             else:
                 found = match.find_groups(
@@ -499,13 +556,16 @@ class Index:
                     sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, subset=subset,
                     order=order, protected=is_ref,
                 )
+            orient = _orientation_of(data)
             for fg in found:
                 found_rows.append([fg.key, *(m.index for m in fg.members)])
                 groups.append(
                     GroupInfo(
                         key=display(data.paths[fg.key]),
-                        members=tuple(_member_info(data.paths[m.index], m) for m in fg.members),
+                        members=tuple(_member_info(data.paths[m.index], m, orient(m.index))
+                                      for m in fg.members),
                         folder=display(folder) if folder is not None else None,
+                        key_orientation=orient(fg.key),
                     )
                 )
         t_end = time.time()
@@ -531,7 +591,8 @@ class Index:
                 "build": {
                     "duration": {"start": _iso(t0), "end": _iso(t_search),
                                  "seconds_elapsed": round(t_search - t0, 4)},
-                    "parameters": {"px_size": sp.px_size, "catalog": str(self.path)},
+                    "parameters": {"px_size": sp.px_size, "catalog": str(self.path),
+                                   "recipe": "fast" if is_fast(recipe) else "exact"},
                     "total_files": {"count": n_files + len(invalid)},
                     "invalid_files": {
                         "count": len(invalid),
@@ -563,7 +624,7 @@ class Index:
             folders=[display(f) for f in (scope if scope is not None else self.root_paths())],
             keep=keeprules.describe(criteria), reference=[display(r) for r in refs], facts=facts,
             unreachable=[display(r) for r in unreachable],
-            _index=self,
+            recipe=recipe, _index=self,
         )
 
     def _check_px_cached(self, data: SearchInput | SearchMeta, px_size: int, folders: list[bytes] | None) -> None:
@@ -596,6 +657,7 @@ class Index:
 
         sp = SearchParams.parse(similarity, rotate=rotate, same_dim=same_dim, px_size=px_size)
         px_size = sp.px_size
+        recipe = self.search_recipe(px_size, None)
         init_worker(self.max_pixels)
         queries = []
         for image in _as_list(images):
@@ -603,7 +665,7 @@ class Index:
             if not os.path.isfile(raw):
                 raise UsageError(f"not a file: {os.fsdecode(raw)}")
             real = os.path.realpath(raw)
-            d = decode_file(real, (px_size,))
+            d = decode_file(real, (px_size,), fast=is_fast(recipe))
             if d.error or d.gone:
                 raise UsageError(f"cannot read image {display(real)}: {d.error or 'vanished'}")
             q = np.frombuffer(d.tensors[px_size], dtype=np.uint8).reshape(1, px_size, px_size, 3)
@@ -611,9 +673,9 @@ class Index:
         banded = self._catalog.url is not None or self._catalog.count_images() > DEFAULT_MAX_BAND_ROWS
         data: SearchInput | SearchMeta
         if banded:
-            data = self._catalog.search_meta(px_size, self.recipe, None)
+            data = self._catalog.search_meta(px_size, recipe, None)
         else:
-            data = self._catalog.search_input(px_size, self.recipe, None)
+            data = self._catalog.search_input(px_size, recipe, None)
         unreachable = self.unreachable_roots()
         if unreachable:
             data = data.take(np.flatnonzero(~_under_any(data.paths, unreachable)))
@@ -621,7 +683,7 @@ class Index:
         out: list[QueryMatch] = []
         for real, q, w, h in queries:
             if isinstance(data, SearchMeta):
-                found = _query_banded(self._catalog.tensor_loader(px_size, self.recipe), data,
+                found = _query_banded(self._catalog.tensor_loader(px_size, recipe), data,
                                       q, w, h, sp)
             else:
                 found = match.match_against(
@@ -629,8 +691,10 @@ class Index:
                     data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
                     same_dim=sp.same_dim,
                 )[0]
+            orient = _orientation_of(data)
             members = tuple(
-                MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation))
+                MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation),
+                           orientation=orient(m.index))
                 for m in found
                 if data.paths[m.index] != real
             )
@@ -674,19 +738,42 @@ def _query_banded(
     return sorted(found, key=lambda m: (m.mse, m.index))
 
 
+def _scan_options(recursive: bool, include_hidden: bool, limit_extensions: bool) -> ScanOptions:
+    """What a walk tries: difPy's extensions plus those of the installed plugins (or every
+    file); a file a missing plugin would read is skipped and named either way."""
+    from .decode import image_extensions, missing_plugins
+    from .scan import ScanOptions
+
+    return ScanOptions(
+        recursive=recursive, include_hidden=include_hidden,
+        extensions=image_extensions() if limit_extensions else None,
+        needs_extra={ext: p.extra for ext, p in missing_plugins().items()},
+    )
+
+
 def _as_list(items: PathLike | Iterable[PathLike]) -> list[PathLike]:
     if isinstance(items, (str, bytes, os.PathLike)):
         return [items]
     return list(items)
 
 
-def _member_info(path: bytes, m: Any) -> MemberInfo:
+def _member_info(path: bytes, m: Any, orientation: int | None = None) -> MemberInfo:
     """A search member (match.Member, or near.NearMember with why it matched)."""
-    info = MemberInfo(display(path), float(m.mse), int(m.rotation))
+    info = MemberInfo(display(path), float(m.mse), int(m.rotation), orientation=orientation)
     measure = getattr(m, "measure", None)
     if measure is None:
         return info
-    return MemberInfo(info.path, info.mse, info.rotation, bool(m.mirror), measure, float(m.value))
+    return MemberInfo(info.path, info.mse, info.rotation, bool(m.mirror), measure, float(m.value),
+                      orientation=orientation)
+
+
+def _orientation_of(data: SearchInput | SearchMeta) -> Callable[[int], int | None]:
+    """Row -> its EXIF orientation tag (None when the file has none, or not read)."""
+    orientations = getattr(data, "orientations", None)
+    if orientations is None:
+        return lambda i: None
+    values = orientations.tolist()
+    return lambda i: values[i] or None
 
 
 def _below(paths: list[bytes], folder: bytes) -> np.ndarray:

@@ -95,14 +95,17 @@ def decode_all(
     max_pixels: int | None,
     on_result: Callable[[list[Decoded]], None],
     executor: Executor | None = None,
+    fast: bool = False,
 ) -> None:
     """Decode every path, handing results to ``on_result`` in completion order.
 
-    ``executor``: decode there instead of in a pool of our own (see ``decode_on``)."""
+    ``executor``: decode there instead of in a pool of our own (see ``decode_on``);
+    ``fast``: the fast recipe (decode.py)."""
     if executor is not None and paths:
-        decode_on(executor, paths, px_sizes, max_pixels, on_result, processes=processes)
+        decode_on(executor, paths, px_sizes, max_pixels, on_result, processes=processes,
+                  fast=fast)
         return
-    fn = partial(decode_batch, px_sizes=px_sizes)
+    fn = partial(decode_batch, px_sizes=px_sizes, fast=fast)
     suspects = map_batches(fn, paths, on_result, processes=processes,
                            initializer=init_worker, initargs=(max_pixels,))
     while suspects:
@@ -121,11 +124,12 @@ def decode_all(
 EXECUTOR_TASK_FILES = 32
 
 
-def decode_task(paths: list[bytes], px_sizes: tuple[int, ...], max_pixels: int | None) -> list[Decoded]:
+def decode_task(paths: list[bytes], px_sizes: tuple[int, ...], max_pixels: int | None,
+                fast: bool = False) -> list[Decoded]:
     """One executor task: paths in, tensors out (workers need the same file paths, never
     the catalog). Sets the worker's bomb limit first: it may be a fresh process or thread."""
     init_worker(max_pixels)
-    return decode_batch(paths, px_sizes)
+    return decode_batch(paths, px_sizes, fast)
 
 
 def decode_on(
@@ -138,6 +142,7 @@ def decode_on(
     batch: int = EXECUTOR_TASK_FILES,
     window: int = 16,
     processes: int = 1,
+    fast: bool = False,
 ) -> None:
     """Decode on any ``concurrent.futures`` executor (``distributed.Client.get_executor()``,
     a thread or process pool): batches of paths, at most ``window`` tasks in flight.
@@ -148,7 +153,7 @@ def decode_on(
     """
     from concurrent.futures import BrokenExecutor
 
-    fn = partial(decode_task, px_sizes=px_sizes, max_pixels=max_pixels)
+    fn = partial(decode_task, px_sizes=px_sizes, max_pixels=max_pixels, fast=fast)
     tasks = [list(paths[i : i + batch]) for i in range(0, len(paths), batch)]
     try:
         lost = _run_executor(executor, fn, tasks, on_result, window)
@@ -158,7 +163,7 @@ def decode_on(
     except BrokenExecutor as exc:
         done = set(exc.args[1]) if len(exc.args) > 1 else set()
         rest = [p for p in paths if p not in done]
-        decode_all(rest, px_sizes, processes, max_pixels, on_result)
+        decode_all(rest, px_sizes, processes, max_pixels, on_result, fast=fast)
 
 
 def _run_executor(

@@ -226,7 +226,7 @@ def _tensors(result: SearchResult, paths: Sequence[str]) -> dict[str, np.ndarray
         return out
     for p in paths:
         try:
-            t = idx.tensor(p, result.px_size)
+            t = idx.tensor(p, result.px_size, result.recipe or None)
         except Exception:
             t = None
         if t is not None:

@@ -34,9 +34,11 @@ class MemberInfo:
     mirror: bool = False
     measure: str | None = None
     value: float | None = None
+    orientation: int | None = None  # its EXIF orientation tag (1-8), never applied
 
     def detail(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "mse": self.mse, "rotation": self.rotation}
+        out: dict[str, Any] = {"path": self.path, "mse": self.mse, "rotation": self.rotation,
+                               "orientation": self.orientation}
         if self.measure is not None:
             out |= {"mirror": self.mirror, "measure": self.measure, "value": self.value}
         return out
@@ -57,6 +59,7 @@ class GroupInfo:
     key: str
     members: tuple[MemberInfo, ...]
     folder: str | None = None  # the in_folder argument the group belongs to
+    key_orientation: int | None = None  # the key's EXIF orientation tag (1-8)
 
 
 @dataclass(slots=True)
@@ -78,13 +81,16 @@ class SearchResult:
     unreachable: list[str] = field(default_factory=list)  # roots left out (unmounted?)
     #: a plan (a request from outside): a member never goes for a key with fewer pixels
     from_plan: bool = False
+    recipe: str = ""  # the tensor recipe tag the search read (actions verify with it)
     _index: Index | None = field(default=None, repr=False)
 
     def details(self) -> list[dict[str, Any]]:
-        """Why each member matched: its MSE to the key and the rotation that matched."""
+        """Why each member matched: its MSE to the key and the rotation that matched, with
+        each file's EXIF orientation tag (None: no tag; recorded, never applied)."""
         return [
             {
                 "key": g.key,
+                "key_orientation": g.key_orientation,
                 **({"folder": g.folder} if g.folder is not None else {}),
                 "members": [m.detail() for m in g.members],
             }

@@ -28,6 +28,9 @@ class ScanOptions:
     recursive: bool = True
     include_hidden: bool = False
     extensions: frozenset[str] | None = None  # None: every regular file is tried
+    #: extension -> the install extra whose plugin would read it (not installed): such
+    #: files are skipped and named, whatever ``extensions`` says
+    needs_extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -47,6 +50,8 @@ class ScanResult:
     problems: list[tuple[bytes, str]] = field(default_factory=list)
     #: files an interrupted action had left aside, and what became of them
     restored: list[tuple[bytes, str]] = field(default_factory=list)
+    #: skipped files a missing plugin would read: (path, install extra)
+    needs_extra: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def extension_of(name: bytes) -> str:
@@ -59,7 +64,15 @@ def extension_of(name: bytes) -> str:
 
 
 def wanted(name: bytes, options: ScanOptions) -> bool:
-    return options.extensions is None or extension_of(name) in options.extensions
+    ext = extension_of(name)
+    if ext in options.needs_extra:
+        return False
+    return options.extensions is None or ext in options.extensions
+
+
+def extra_for(name: bytes, options: ScanOptions) -> str | None:
+    """The install extra that would read this file, if its plugin is what is missing."""
+    return options.needs_extra.get(extension_of(name)) if options.needs_extra else None
 
 
 def check_dirs(dirs: Iterable[str | bytes | os.PathLike[str]]) -> list[bytes]:
@@ -136,6 +149,9 @@ def _walk(
             if not wanted(name, options):
                 result.skipped += 1
                 result.skipped_paths.append(entry.path)
+                extra = extra_for(name, options)
+                if extra is not None:
+                    result.needs_extra.append((entry.path, extra))
                 continue
             try:
                 fst = entry.stat(follow_symlinks=True)

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .decode import Decoded, DecodeSettings
+from .decode import Decoded, DecodeSettings, is_fast
 from .paths import has_hidden_part, is_below, is_hidden, owning_root, rel_below
 from .pool import decode_all, default_processes
-from .scan import FileStat, ScanOptions, extension_of, scan, wanted
+from .scan import FileStat, ScanOptions, extension_of, extra_for, scan, wanted
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -48,6 +48,10 @@ class UpdateReport:
     skipped_paths: list[bytes] = field(default_factory=list)
     #: undecodable files in the updated folders (this run's and known ones) and why
     invalid_files: dict[bytes, str] = field(default_factory=dict)
+    #: skipped files whose format plugin is not installed: install extra -> paths
+    needs_extra: dict[str, list[str]] = field(default_factory=dict)
+    #: the recipe the decoded tensors were made with ('exact' or 'fast')
+    recipe: str = "exact"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -61,12 +65,23 @@ class UpdateReport:
                               for p, r in sorted(self.invalid_files.items())],
             "skipped_files": [{"path": os.fsdecode(p), "reason": skip_reason(p)}
                               for p in sorted(self.skipped_paths)],
+            "needs_extra": self.needs_extra, "recipe": self.recipe,
         }
+
+    def note_needs_extra(self, path: bytes, extra: str) -> None:
+        self.needs_extra.setdefault(extra, []).append(os.fsdecode(path))
 
 
 def skip_reason(path: bytes) -> str:
-    """Why a file was not tried: its extension is not an image type (see --all-extensions)."""
+    """Why a file was not tried: its format's plugin is not installed, or its extension is
+    not an image type (see --all-extensions)."""
+    from .decode import missing_plugins
+
     ext = extension_of(path)
+    plugin = missing_plugins().get(ext)
+    if plugin is not None:
+        return (f"{plugin.label} needs an optional plugin: "
+                f"pip install 'difpy-index[{plugin.extra}]'")
     return (f"extension .{ext} is not an image type" if ext else "no extension") + \
         " (--all-extensions tries every file)"
 
@@ -108,10 +123,13 @@ def run_update(
 ) -> UpdateReport:
     """Bring the rows below ``roots`` in line with a walk of them."""
     t0 = time.perf_counter()
-    report = UpdateReport(roots=[os.fsdecode(r) for r in roots])
+    report = UpdateReport(roots=[os.fsdecode(r) for r in roots],
+                          recipe="fast" if is_fast(settings.recipe) else "exact")
     found = scan(roots, options)
     report.skipped = found.skipped
     report.skipped_paths = found.skipped_paths
+    for path, extra in found.needs_extra:
+        report.note_needs_extra(path, extra)
     report.problems = [(os.fsdecode(p), r) for p, r in found.problems + found.restored]
     root_ids = catalog.ensure_roots([rs.root for rs in found.roots if not rs.missing])
 
@@ -255,7 +273,8 @@ def apply_changes(
     try:
         for sizes, paths in groups.items():
             decode_all(paths, sizes, settings.processes or default_processes(),
-                       settings.max_pixels, on_result, executor=settings.executor)
+                       settings.max_pixels, on_result, executor=settings.executor,
+                       fast=is_fast(recipe))
     finally:
         flush()
         progress.finish()
@@ -281,7 +300,8 @@ def run_update_paths(
     Paths outside ``roots`` or out of scope (extension, hidden) are ignored.
     """
     t0 = time.perf_counter()
-    report = UpdateReport(roots=[os.fsdecode(r) for r in roots])
+    report = UpdateReport(roots=[os.fsdecode(r) for r in roots],
+                          recipe="fast" if is_fast(settings.recipe) else "exact")
     root_ids = catalog.ensure_roots([r for r in roots if os.path.isdir(r)])
     files: list[FileStat] = []
     missing: list[bytes] = []
@@ -292,6 +312,9 @@ def run_update_paths(
             continue
         if not wanted(p, options):
             report.skipped += 1
+            extra = extra_for(p, options)
+            if extra is not None and os.path.isfile(p):
+                report.note_needs_extra(p, extra)
             continue
         try:
             st = os.stat(p)

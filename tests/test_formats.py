@@ -281,3 +281,253 @@ def test_fast_draft_really_reduces_large_jpegs(tmp_path):
         assert op.image.size == (450, 400)  # 1/4 scale keeps >= 8 * 50 px per axis
     with open(p, "rb") as fh, decode.open_image(fh, b(p), fast=False, min_side=50) as op:
         assert op.image.size == (1800, 1600)
+
+
+# ------------------------------------------------------------- through update and search
+def run_cli(catalog: Path, *args: object, env: dict[str, str] | None = None):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "difpy_index", "--catalog", str(catalog), *map(os.fspath, args)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+def rows(catalog: Path) -> dict[str, tuple]:
+    import sqlite3
+
+    conn = sqlite3.connect(catalog)
+    try:
+        return {os.path.basename(os.fsdecode(bytes(r[0]))): tuple(r[1:]) for r in conn.execute(
+            "SELECT path, status, format, orientation, width, height, error FROM files")}
+    finally:
+        conn.close()
+
+
+def mixed_folder(root: Path) -> dict[str, str | None]:
+    """One file of every kind; name -> Pillow's format name (None: not an image)."""
+    root.mkdir(parents=True)
+    src = photo(30, 120, 80)
+    expected: dict[str, str | None] = {}
+    src.save(root / "a.jpg", quality=90)
+    expected["a.jpg"] = "JPEG"
+    src.resize((60, 40)).save(root / "b.png")
+    expected["b.png"] = "PNG"
+    photo(31, 64, 64).save(root / "c.webp")
+    expected["c.webp"] = "WEBP"
+    if decode.PLUGINS[0].available():
+        photo(32, 64, 48).save(root / "d.heic")
+        expected["d.heic"] = "HEIF"
+    if features.check("avif"):
+        photo(33, 64, 48).save(root / "e.avif")
+        expected["e.avif"] = "AVIF"
+    if decode.PLUGINS[3].available():
+        photo(34, 64, 48).save(root / "f.jxl")
+        expected["f.jxl"] = "JXL"
+    if decode.PLUGINS[2].available():
+        write_dng(root / "g.dng", np.asarray(photo(35, 120, 80)), orientation=6)
+        expected["g.dng"] = "RAW"
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    expected["broken.jpg"] = None
+    (root / "notes.txt").write_text("not an image")
+    return expected
+
+
+def test_mixed_folder_every_file_indexed_or_named(tmp_path):
+    import json
+
+    root = tmp_path / "lib"
+    expected = mixed_folder(root)
+    cat = tmp_path / "cat.sqlite"
+    out = run_cli(cat, "update", root, "--json", "--processes", "1")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    got = rows(cat)
+    assert set(got) == set(expected)  # notes.txt: not tried for its extension
+    assert rep["skipped"] == 1 and rep["needs_extra"] == {}
+    assert rep["files"] == len(expected) - 1 and rep["invalid"] == 1
+    for name, fmt in expected.items():
+        status, f, _orientation, w, h, error = got[name]
+        if fmt is None:
+            assert status == "invalid" and error and f is None
+        else:
+            assert (status, f) == ("ok", fmt), (name, got[name])
+            assert w > 0 and h > 0
+    if "g.dng" in got:
+        assert got["g.dng"][2:5] == (6, 120, 80)
+
+
+HIDE_PLUGINS = """
+import sys
+for name in {names!r}:
+    sys.modules[name] = None  # import raises ImportError: as if not installed
+"""
+
+
+def test_missing_plugin_files_are_skipped_and_named(tmp_path):
+    """Without pillow-heif and rawpy, HEIC and RAW files are skipped (never invalid),
+    named with the extra that reads them; installing the extra indexes them next time."""
+    import json
+
+    if not (decode.PLUGINS[0].available() and decode.PLUGINS[2].available()):
+        pytest.skip("needs pillow-heif and rawpy to write and later read the files")
+    root = tmp_path / "lib"
+    root.mkdir()
+    photo(40, 64, 48).save(root / "phone.heic")
+    photo(41, 64, 48).save(root / "phone2.HEIC")
+    write_dng(root / "cam.dng", np.asarray(photo(42, 120, 80)))
+    photo(43, 64, 48).save(root / "plain.jpg")
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(HIDE_PLUGINS.format(names=["pillow_heif", "rawpy"]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(hide), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    cat = tmp_path / "cat.sqlite"
+    for flags in ((), ("--all-extensions",)):
+        out = run_cli(cat, "-v", "update", root, "--json", *flags, env=env)
+        assert out.returncode == 0, out.stderr
+        rep = json.loads(out.stdout)
+        assert sorted(map(os.path.basename, rep["needs_extra"]["heif"])) == ["phone.heic", "phone2.HEIC"]
+        assert list(map(os.path.basename, rep["needs_extra"]["raw"])) == ["cam.dng"]
+        assert rep["files"] == 1 and rep["invalid"] == 0 and rep["skipped"] >= 3
+        assert set(rows(cat)) == {"plain.jpg"}
+        lines = [ln for ln in out.stderr.splitlines() if ln.startswith("warning:")]
+        assert any("2 HEIC/HEIF file(s) skipped" in ln and "difpy-index[heif]" in ln for ln in lines)
+        assert any("1 camera RAW file(s) skipped" in ln and "difpy-index[raw]" in ln for ln in lines)
+        skipped = {os.path.basename(f["path"]): f["reason"] for f in rep["skipped_files"]}
+        assert "difpy-index[heif]" in skipped["phone2.HEIC"]
+    # -v names every file, with the extra that reads it
+    out = run_cli(cat, "-v", "update", root, env=env)
+    assert (f"skipped: {root / 'cam.dng'}: camera RAW needs an optional plugin: "
+            "pip install 'difpy-index[raw]'") in out.stderr
+    # quiet without -v: the count lines only
+    out = run_cli(cat, "update", root, env=env)
+    assert f"skipped: {root}" not in out.stderr and "HEIC/HEIF file(s) skipped" in out.stderr
+    # with the plugins: indexed on the next update
+    out = run_cli(cat, "update", root, "--json")
+    rep = json.loads(out.stdout)
+    assert rep["needs_extra"] == {} and rep["decoded"] == 3 and rep["files"] == 4
+    assert {n: r[1] for n, r in rows(cat).items()} == {
+        "plain.jpg": "JPEG", "phone.heic": "HEIF", "phone2.HEIC": "HEIF", "cam.dng": "RAW"}
+    # and a plugin lost again later keeps their rows (skipped, not purged)
+    out = run_cli(cat, "update", root, "--json", env=env)
+    assert json.loads(out.stdout)["removed"] == 0 and len(rows(cat)) == 4
+
+
+def test_orientations_recorded_and_in_search_json(tmp_path, cli):
+    import json
+
+    root = tmp_path / "lib"
+    root.mkdir()
+    src = photo(50, 64, 40)
+    src.save(root / "none.jpg", quality=92)
+    with Image.open(root / "none.jpg") as img:
+        pixels = img.copy()
+    for value in range(1, 9):  # the same pixels, eight orientation tags
+        exif = Image.Exif()
+        exif[0x0112] = value
+        pixels.save(root / f"o{value}.png", exif=exif.tobytes())
+    assert cli("update", root).exit_code == 0
+    got = rows(cli.catalog)
+    assert got["none.jpg"][2] is None
+    assert {n: got[n][2] for n in got if n.startswith("o")} == {f"o{v}.png": v for v in range(1, 9)}
+    res = cli("search", root, "--json", "-s", "duplicates")
+    assert res.exit_code == 0, res.stderr
+    payload = json.loads(res.stdout)
+    (group,) = payload["details"]
+    seen = {os.path.basename(group["key"]): group["key_orientation"]}
+    seen.update({os.path.basename(m["path"]): m["orientation"] for m in group["members"]})
+    assert seen == {"none.jpg": None, **{f"o{v}.png": v for v in range(1, 9)}}
+    assert all(m["mse"] == 0 and m["rotation"] == 0 for m in group["members"])
+
+
+def near_library(root: Path) -> None:
+    """Groups of near-duplicates (re-encodes, resizes, rotations) of large JPEGs, so the
+    fast recipe's reduced decoding is exercised, plus unrelated pictures."""
+    root.mkdir(parents=True)
+    for i in range(4):
+        img = photo(60 + i, 1600 - 200 * i, 1100)
+        img.save(root / f"g{i}_orig.jpg", quality=92)
+        img.save(root / f"g{i}_copy.png")
+        img.save(root / f"g{i}_q70.jpg", quality=70)
+        img.transpose(Image.Transpose.ROTATE_90).save(root / f"g{i}_rot.jpg", quality=92)
+        img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS).save(
+            root / f"g{i}_half.jpg", quality=92)
+    for i in range(6):
+        photo(80 + i, 900, 700).save(root / f"solo{i}.jpg", quality=90)
+
+
+def group_sets(found) -> set[frozenset[str]]:
+    return {frozenset([os.path.basename(g.key), *(os.path.basename(m.path) for m in g.members)])
+            for g in found.groups}
+
+
+def test_fast_update_is_searched_alone_and_finds_the_same_groups(tmp_path):
+    from difpy_index import Index
+    from difpy_index.errors import UsageError
+
+    root = tmp_path / "lib"
+    near_library(root)
+    with Index.open(tmp_path / "exact.sqlite") as ex, Index.open(tmp_path / "fast.sqlite") as fa:
+        r_exact = ex.update(root, processes=1)
+        r_fast = fa.update(root, processes=1, fast=True)
+        assert (r_exact.recipe, r_fast.recipe) == ("exact", "fast")
+        assert r_fast.files == r_exact.files == 26
+        for preset in ("duplicates", "similar", "near"):
+            fe, ff = ex.search(similarity=preset), fa.search(similarity=preset)
+            assert ff.stats["process"]["build"]["parameters"]["recipe"] == "fast"
+            assert fe.stats["process"]["build"]["parameters"]["recipe"] == "exact"
+            assert group_sets(ff) == group_sets(fe), preset
+        assert len(group_sets(fa.search(similarity="near"))) == 4
+        # every fast tensor within the documented bound of its exact twin
+        de, df = ex.search_input(50), fa.search_input(50)
+        assert de.paths == df.paths
+        d = de.tensors.astype(np.int64) - df.tensors.astype(np.int64)
+        per_file = (d.reshape(len(de.paths), -1) ** 2).mean(axis=1)
+        assert per_file.max() <= FAST_MSE_BOUND and (per_file > 0).any()
+
+        # a plain update keeps the fast recipe (nothing decoded again) ...
+        again = fa.update(root, processes=1)
+        assert (again.decoded, again.reused, again.recipe) == (0, 26, "fast")
+        # ... a new file in a fast root is decoded fast
+        photo(99, 500, 400).save(root / "new.jpg", quality=90)
+        added = fa.update(root, processes=1)
+        assert (added.decoded, added.recipe) == (1, "fast")
+        # --exact converts every file; the search then reads exact tensors only
+        back = fa.update(root, processes=1, fast=False)
+        assert (back.decoded, back.recipe) == (27, "exact")
+        assert np.array_equal(fa.tensor(root / "g0_orig.jpg"), ex.tensor(root / "g0_orig.jpg"))
+
+        # two roots with different recipes: each searchable alone, never together
+        other = tmp_path / "other"
+        near_library(other)
+        fa.update(other, processes=1, fast=True)
+        assert fa.search(other).stats["process"]["build"]["parameters"]["recipe"] == "fast"
+        assert fa.search(root).stats["process"]["build"]["parameters"]["recipe"] == "exact"
+        with pytest.raises(UsageError, match="never mixes"):
+            fa.search()
+        with pytest.raises(UsageError, match="never mixes"):
+            fa.query(root / "g1_orig.jpg")
+
+
+def test_cli_fast_flag_and_actions_after_a_fast_search(tmp_path, cli):
+    import json
+
+    root = tmp_path / "lib"
+    near_library(root)
+    res = cli("update", root, "--fast", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["recipe"] == "fast"
+    dest = tmp_path / "dups"
+    res = cli("search", root, "-s", "near", "--json", "--move-to", dest, "--dry-run")
+    assert res.exit_code == 0, res.stderr
+    payload = json.loads(res.stdout)
+    assert payload["stats"]["process"]["build"]["parameters"]["recipe"] == "fast"
+    assert len(payload["actions"]["moved"]) == len(payload["lower_quality"]) == 16
+    assert payload["actions"]["skipped"] == []
+    # the search's own implicit update kept the fast tensors
+    res = cli("update", root, "--json")
+    assert json.loads(res.stdout)["decoded"] == 0
+    res = cli("update", root, "--exact", "--json")
+    assert json.loads(res.stdout)["decoded"] == 26

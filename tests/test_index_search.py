@@ -181,7 +181,8 @@ def test_cli_search_writes_difpy_files_and_json(tmp_path: Path, library: dict, c
     assert set(payload) >= {"result", "lower_quality", "stats", "details"}
     assert payload["result"] == results
     for d in payload["details"]:
-        assert all(set(m) == {"path", "mse", "rotation"} for m in d["members"])
+        assert set(d) == {"key", "key_orientation", "members"}
+        assert all(set(m) == {"path", "mse", "rotation", "orientation"} for m in d["members"])
 
 
 def test_query_matches_indexed_and_outside_images(tmp_path: Path, library: dict, cli) -> None:

@@ -57,6 +57,8 @@ class SearchInput:
     tensors: np.ndarray  # (n, px, px, 3) uint8
     mtimes: np.ndarray | None = None  # mtime_ns (the keep rules read it)
     formats: list[str | None] | None = None  # Pillow format name, None where not recorded
+    #: EXIF orientation tag per file, 0 when absent (recorded, never applied to tensors)
+    orientations: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> SearchInput:
         """The same columns restricted to ``rows`` (in that order)."""
@@ -65,6 +67,7 @@ class SearchInput:
             tensors=self.tensors[rows],
             mtimes=None if self.mtimes is None else self.mtimes[rows],
             formats=None if self.formats is None else [self.formats[i] for i in rows],
+            orientations=None if self.orientations is None else self.orientations[rows],
         )
 
 
@@ -405,6 +408,8 @@ class Catalog:
                     "error": d.error,
                     "width": d.width if not d.error else None,
                     "height": d.height if not d.error else None,
+                    "orientation": d.orientation if not d.error else None,
+                    "format": d.format if not d.error else None,
                     "updated_ns": stamp,
                 }
                 for d in results
@@ -415,8 +420,8 @@ class Catalog:
                     index_elements=["path"],
                     set_={
                         k: ins.excluded[k]
-                        for k in ("size", "mtime_ns", "inode", "ctime_ns", "status", "error", "width",
-                                  "height", "updated_ns")
+                        for k in ("size", "mtime_ns", "inode", "ctime_ns", "status", "error",
+                                  "width", "height", "orientation", "format", "updated_ns")
                     },
                 ),
                 rows,
@@ -547,12 +552,12 @@ class Catalog:
         """Every valid file (optionally below ``folders``) with its tensor, one matrix."""
         import numpy as np
 
-        rows = self._tensor_rows("f.path, f.size, f.width, f.height, t.data, f.mtime_ns, f.format",
-                                 px_size, recipe, folders)
+        rows = self._tensor_rows("f.path, f.size, f.width, f.height, t.data, f.mtime_ns, f.format, "
+                                 "coalesce(f.orientation, 0)", px_size, recipe, folders)
         n = len(rows)
         blob = b"".join(r[4] for r in rows)
         tensors = np.frombuffer(blob, dtype=np.uint8).reshape(n, px_size, px_size, 3)
-        cols = np.array([(*r[1:4], r[5]) for r in rows], dtype=np.int64).reshape(n, 4)
+        cols = np.array([(*r[1:4], r[5], r[7]) for r in rows], dtype=np.int64).reshape(n, 5)
         return SearchInput(
             paths=[bytes(r[0]) for r in rows],
             sizes=cols[:, 0].copy(),
@@ -561,6 +566,7 @@ class Catalog:
             tensors=tensors,
             mtimes=cols[:, 3].copy(),
             formats=[r[6] for r in rows],
+            orientations=cols[:, 4].copy(),
         )
 
     def stats_below(self, folders: Sequence[bytes], px_size: int, recipe: str
@@ -619,6 +625,17 @@ class Catalog:
         if self.url is not None:
             return PgTensorLoader(self.url, px_size, recipe)
         return TensorLoader(str(self.path), px_size, recipe)
+
+    def recipe_counts(self, px_size: int, folders: Sequence[bytes] | None = None) -> dict[str, int]:
+        """How many valid files (optionally below ``folders``) have a tensor of ``px_size``
+        under each recipe tag: how a search picks its recipe (never two at once)."""
+        where, params = _below_sql(folders)
+        rows = self._raw_query(
+            "SELECT t.recipe, count(*) FROM files f JOIN tensors t ON t.file_id = f.id "
+            f"WHERE f.status = 'ok' AND t.px_size = ?{where} GROUP BY t.recipe",
+            [px_size, *params],
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def invalid_in(self, folders: Sequence[bytes] | None = None) -> dict[bytes, str]:
         where, params = _below_sql(folders)
