@@ -334,6 +334,7 @@ def update(
     include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also index names starting with '.'.")] = False,
     all_extensions: Annotated[bool, typer.Option("--all-extensions", help="Try every file, not only image extensions.")] = False,
     fast: Annotated[bool | None, typer.Option("--fast/--exact", help="Decode with the fast recipe (JPEG draft; a few times faster, tensors within MSE 3) or the exact, difPy-identical one. Default: the recipe the folders already have, exact for new ones.", show_default=False)] = None,
+    thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Also make the review page's thumbnails now (kept beside the catalog).")] = False,
     json_out: JsonOut = False,
     scheduler: Scheduler = None,
 ) -> None:
@@ -348,7 +349,7 @@ def update(
             [str(d) for d in dirs] if dirs else None, px_size=px_size, recursive=not no_recursive,
             include_hidden=include_hidden, limit_extensions=not all_extensions,
             processes=processes, progress=_progress(state, json_out), executor=executor,
-            fast=fast,
+            fast=fast, thumbnails=thumbnails,
         )
     for path, reason in report.problems:
         if not state.quiet:

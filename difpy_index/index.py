@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from . import match
     from .scan import ScanOptions
     from .store.catalog import Catalog, KnownFile, SearchInput, SearchMeta
+    from .thumbs import ThumbCache
     from .update import UpdateReport
     from .watch import Watcher
 
@@ -149,6 +150,7 @@ class Index:
         progress: Progress | None = None,
         executor: Executor | None = None,
         fast: bool | None = None,
+        thumbnails: bool = False,
     ) -> UpdateReport:
         """Bring the catalog in line with the folders: decode only new or changed files.
 
@@ -159,6 +161,8 @@ class Index:
         recipe, ``False`` with the exact (difPy's) one; files whose tensors were made with
         the other recipe are decoded again. ``None`` keeps the recipe most files below
         these folders have (docs/formats.md).
+        ``thumbnails=True`` also makes the review page's thumbnails of every image below
+        the folders that has none yet (kept beside the catalog, see ``thumb_cache``).
         """
         from .scan import check_dirs
         from .update import run_update
@@ -174,7 +178,28 @@ class Index:
         settings = self._decode_settings(px_size, processes, executor,
                                          self._update_recipe(fast, roots))
         options = _scan_options(recursive, include_hidden, limit_extensions)
-        return run_update(self._catalog, roots, options, settings, progress or NullProgress())
+        report = run_update(self._catalog, roots, options, settings, progress or NullProgress())
+        if thumbnails:
+            from .thumbs import make_thumbs
+
+            t0 = time.perf_counter()
+            below = self._catalog.files_in([r for r in roots if os.path.isdir(r)])
+            made = make_thumbs([k.path for k in below if k.status == "ok"],
+                               processes=settings.processes, max_pixels=self.max_pixels,
+                               cache=self.thumb_cache())
+            report.thumbnails = len(made)
+            report.seconds += time.perf_counter() - t0
+        return report
+
+    def thumb_cache(self) -> ThumbCache:
+        """Where the review page's thumbnails are kept: ``<catalog>.thumbs/`` beside the
+        catalog file (for a PostgreSQL catalog, ``thumbs/`` in the user's data folder);
+        delete it at will: thumbnails are made again when needed."""
+        from .thumbs import ThumbCache
+
+        if isinstance(self.path, Path):
+            return ThumbCache.beside(self.path)
+        return ThumbCache(default_catalog_path().parent / "thumbs")
 
     def update_paths(
         self,

@@ -7,8 +7,9 @@ its key, and lets the reader untick files to keep before downloading a plan for
 CSS and the small script are inline. Without JavaScript the page is still a plain list of
 images with the full plan pre-filled in a text box.
 
-Thumbnails are made from the original files in worker processes (``pool.map_batches``, the
-pool that decodes); heat maps come from the cached tensors the search compared.
+Thumbnails are made once from the original files, in worker processes (``pool.map_batches``,
+the pool that decodes), and kept beside the catalog for the next page (``thumbs.py``); heat
+maps come from the cached tensors the search compared.
 """
 
 from __future__ import annotations
@@ -27,31 +28,18 @@ from typing import TYPE_CHECKING, Any
 from .outputs import REPORT_MARK
 from .paths import printable
 from .plan import plan_dict
+from .thumbs import THUMB_PX, Thumb, make_thumb, make_thumbs
+
+__all__ = ["THUMB_PX", "ReportInfo", "Thumb", "heat_map", "make_thumb", "make_thumbs",
+           "write_report"]
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .results import SearchResult
 
-THUMB_PX = 160  #: longest side of a thumbnail
 HEAT_SCALE = 2  #: heat map pixels per tensor pixel (a 50 px tensor -> 100 px map)
 PAGE_GROUPS = 100  #: groups per page section
-TASK_FILES = 16  #: files per worker task
-INLINE_BELOW = 24  #: fewer files than this are thumbnailed in-process
-
-
-@dataclass(frozen=True, slots=True)
-class Thumb:
-    """A worker's answer for one file: an encoded thumbnail and what the file is now."""
-
-    path: bytes
-    data: bytes | None = None
-    mime: str = ""
-    width: int = 0
-    height: int = 0
-    size: int = 0
-    mtime: float = 0.0
-    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,96 +57,6 @@ class ReportInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
-
-
-# --------------------------------------------------------------------------- workers
-def _init_thumb_worker(max_pixels: int | None) -> None:
-    import warnings
-
-    from PIL import Image
-
-    from .decode import init_worker
-
-    init_worker(max_pixels)
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
-
-
-def make_thumb(path: bytes, px: int = THUMB_PX) -> Thumb:
-    """Thumbnail one file; any failure becomes ``error`` (the page shows a placeholder)."""
-    import io
-
-    from PIL import Image
-
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return Thumb(path, error=exc.strerror or "cannot stat")
-    try:
-        with open(path, "rb") as fh, Image.open(fh) as img:
-            width, height = img.size
-            if img.format == "JPEG":
-                img.draft("RGB", (px, px))  # decode at 1/2..1/8 scale: much faster
-            alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-            small = img.convert("RGBA" if alpha else "RGB")
-            small.thumbnail((px, px), Image.Resampling.LANCZOS, reducing_gap=2.0)
-            small = _upright(img, small)
-            buf = io.BytesIO()
-            if alpha:
-                small.save(buf, "PNG", optimize=False)
-                mime = "image/png"
-            else:
-                small.save(buf, "JPEG", quality=75)
-                mime = "image/jpeg"
-    except Exception as exc:
-        from .decode import one_line
-
-        return Thumb(path, size=st.st_size, mtime=st.st_mtime, error=one_line(exc))
-    return Thumb(path, buf.getvalue(), mime, width, height, st.st_size, st.st_mtime)
-
-
-def _upright(original: Any, small: Any) -> Any:
-    """The thumbnail turned the way a photo viewer shows the file (its EXIF orientation);
-    only the preview: the tensor ignores the tag, as difPy does."""
-    from PIL import ImageOps
-
-    try:
-        orientation = original.getexif().get(0x0112)
-    except Exception:  # broken metadata: show the pixels as stored
-        return small
-    if not isinstance(orientation, int) or orientation in (0, 1):
-        return small
-    exif = small.getexif()
-    exif[0x0112] = orientation
-    small.info["exif"] = exif.tobytes()
-    return ImageOps.exif_transpose(small)
-
-
-def thumb_batch(paths: list[bytes], px: int) -> list[Thumb]:
-    return [make_thumb(p, px) for p in paths]
-
-
-def make_thumbs(paths: Sequence[bytes], px: int = THUMB_PX, processes: int | None = None,
-                max_pixels: int | None = None) -> dict[bytes, Thumb]:
-    """Thumbnails of every path, in worker processes when there are enough of them."""
-    from functools import partial
-
-    from .decode import DEFAULT_MAX_PIXELS
-    from .pool import default_processes, map_batches
-
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    procs = default_processes() if processes is None else max(1, processes)
-    out: dict[bytes, Thumb] = {}
-
-    def keep(thumbs: list[Thumb]) -> None:
-        out.update((t.path, t) for t in thumbs)
-
-    lost = map_batches(partial(thumb_batch, px=px), paths, keep, processes=procs,
-                       initializer=_init_thumb_worker, initargs=(limit,),
-                       batch=TASK_FILES, inline_below=INLINE_BELOW)
-    for p in lost:  # a decoder crash: no preview, never a crash of ours
-        out.setdefault(p, Thumb(p, error="preview crashed the decoder"))
-    return out
 
 
 # --------------------------------------------------------------------------- heat maps
@@ -253,7 +151,8 @@ def write_report(result: SearchResult, path: str | os.PathLike[str], *,
                 order.append(p)
     idx = result._index
     thumbs = make_thumbs([os.fsencode(p) for p in order], thumb_px, processes,
-                         idx.max_pixels if idx is not None else None)
+                         idx.max_pixels if idx is not None else None,
+                         idx.thumb_cache() if idx is not None else None)
     tensors = _tensors(result, order)
 
     # every file of every group is a candidate (a key becomes one when the reviewer keeps

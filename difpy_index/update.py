@@ -52,6 +52,8 @@ class UpdateReport:
     needs_extra: dict[str, list[str]] = field(default_factory=dict)
     #: the recipe the decoded tensors were made with ('exact' or 'fast')
     recipe: str = "exact"
+    #: review-page thumbnails checked or made (``update --thumbnails``; else 0)
+    thumbnails: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -66,6 +68,7 @@ class UpdateReport:
             "skipped_files": [{"path": os.fsdecode(p), "reason": skip_reason(p)}
                               for p in sorted(self.skipped_paths)],
             "needs_extra": self.needs_extra, "recipe": self.recipe,
+            "thumbnails": self.thumbnails,
         }
 
     def note_needs_extra(self, path: bytes, extra: str) -> None:
