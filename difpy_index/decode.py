@@ -94,11 +94,12 @@ class FormatPlugin:
             from PIL import features
 
             return bool(features.check("avif"))
-        try:
-            __import__(self.module)
-        except Exception:  # ImportError, or a broken native library
+        import importlib.util
+
+        try:  # found, not imported: the main process never pays for the plugin's import
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
             return False
-        return True
 
 
 PLUGINS = (
