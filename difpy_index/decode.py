@@ -6,8 +6,9 @@ BICUBIC, keep uint8. Unlike difPy, Pillow warnings do not invalidate a file, exc
 decompression-bomb warning.
 
 The fast recipe (``update --fast``) decodes JPEGs at a reduced DCT scale (``draft``, never
-below 8x the tensor side) and resizes every format in two steps (``reducing_gap=3``): a
-few times faster, with tensors a fraction of an MSE unit from the exact ones (docs/formats.md).
+below 8x the tensor side) and resizes every format in two steps (``reducing_gap=3``): about
+half the work per JPEG, with tensors typically a fraction of an MSE unit from the exact ones
+(docs/formats.md).
 
 Formats beyond Pillow's own come from optional plugins, each in an install extra:
 HEIC/HEIF (``pillow-heif``), AVIF (Pillow >= 11.3), camera RAW files (``rawpy``, the
