@@ -768,19 +768,20 @@ def verified_pairs(
     ia, ib, lbs = swept
     lim = threshold + _margin(threshold)
     d = int(np.prod(tensors.shape[1:]))
-    acc = _acc_dtype(d)
     best = np.full(len(ia), np.inf)
     best_k = np.zeros(len(ia), dtype=np.int64)
     for c0 in range(0, len(ia), _PAIR_CHUNK):
         a, b = rows[ia[c0 : c0 + _PAIR_CHUNK]], rows[ib[c0 : c0 + _PAIR_CHUNK]]
-        x = tensors[a].reshape(len(a), d).astype(acc)
-        yt = tensors[b]
         for k in range(lbs.shape[1]):
             sel = np.flatnonzero(lbs[c0 : c0 + len(a), k] <= lim)
             if len(sel) == 0:
                 continue
-            diff = x[sel] - np.rot90(yt[sel], k, axes=(1, 2)).reshape(len(sel), d).astype(acc)
-            m = np.einsum("ij,ij->i", diff, diff) / d
+            # uint8 differences fit int16; the squares are summed in int64: exact
+            x = tensors[a[sel]].reshape(len(sel), d)
+            y = np.rot90(tensors[b[sel]], k, axes=(1, 2)).reshape(len(sel), d)
+            diff = np.subtract(x, y, dtype=np.int16)
+            ss = np.einsum("ij,ij->i", diff, diff, dtype=np.int64, casting="unsafe")
+            m = ss / d
             cur = best[c0 + sel]
             better = m < cur
             best[c0 + sel[better]] = m[better]

@@ -202,3 +202,14 @@ def test_near_preset_on_real_photos(small_corpus: Path, tmp_path: Path) -> None:
             assert mm.mse <= 5 and mm.measure is None
     assert "measure" not in str(similar.to_dict()["details"])
     assert os.path.isdir(small_corpus)
+
+
+def test_no_candidate_pairs_is_no_group() -> None:
+    """Unrelated pictures: the bounds leave nothing, and the search says so (no crash)."""
+    rng = np.random.default_rng(5)
+    t = rng.integers(0, 256, (3, 50, 50, 3), dtype=np.uint8)
+    feat = near.features(t)
+    ok, orient_, value = near.pair_scores(feat, np.zeros(0, np.intp), np.zeros(0, np.intp))
+    assert len(ok) == len(orient_) == len(value) == 0
+    paths = [b"/x/a.png", b"/x/b.png", b"/x/c.png"]
+    assert near.search(t, np.full(3, 50), np.full(3, 50), np.arange(3), paths) == []
