@@ -4,6 +4,7 @@ layer call nothing but this."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 import time
@@ -438,6 +439,10 @@ class Index:
         DIR`` and ``query`` do first; None when :meth:`is_current` says nothing changed."""
         roots = self.owning_roots(dirs)
         if not roots or self.is_current(roots, px_size):
+            return None
+        if self._catalog.writable() is not None:  # searched as it is; actions verify each file
+            logging.getLogger(__name__).warning(
+                "catalog %s is read-only: searched as it is, without bringing it up to date", self.path)
             return None
         return self.update(roots, px_size=px_size, processes=processes, progress=progress)
 

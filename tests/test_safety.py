@@ -410,9 +410,11 @@ def test_read_only_catalog_searches_but_refuses_actions(photos: dict[str, Path],
         if ro is None:
             pytest.skip("cannot make a read-only bind mount here (needs root and mount)")
         cat = ro / "catalog.sqlite"
+        write_image(photos["root"] / "new.png", seed=9)  # not current: it cannot be updated
         res = run(cat, "search", photos["root"], "--json")
         assert res.returncode == 0, res.stderr
         assert len(json.loads(res.stdout)["lower_quality"]) == 2
+        assert "read-only" in res.stderr and "searched as it is" in res.stderr
         assert run(cat, "status", "--json").returncode == 0
         before = hashes(photos["root"])
         for action in (["--delete", "--yes"], ["--move-to", tmp_path / "dups"]):

@@ -272,12 +272,16 @@ class Catalog:
         try:
             conn = connect_raw(self.path)
             try:
+                conn.execute("PRAGMA busy_timeout=0")  # a writer at work is not "read-only"
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("ROLLBACK")
             finally:
                 conn.close()
         except sqlite3.Error as exc:
-            return str(exc) or type(exc).__name__
+            text = str(exc) or type(exc).__name__
+            if "locked" in text or "busy" in text:
+                return None  # writable, just busy: the action's own writes wait their turn
+            return text
         return None
 
     # -- roots ------------------------------------------------------------------------
