@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -144,6 +145,10 @@ class QueryMatch:
             "details": [m.detail() for m in self.matches],
         }
 
+#: difPy files of one second tried before giving up (``difPy_<stamp>-2`` ... ``-N``).
+MAX_STEMS = 10_000
+
+
 def write_difpy_files(
     payload: dict[str, Any], out_dir: str | os.PathLike[str], stamp: str | None = None
 ) -> list[Path]:
@@ -166,8 +171,7 @@ def write_difpy_files(
     }
     # serialised first: a payload that cannot be written leaves no file behind
     texts = {name: json.dumps(obj, ensure_ascii=True, indent=1) for name, obj in parts.items()}
-    n = 1
-    while True:
+    for n in range(1, MAX_STEMS + 1):  # bounded: a folder full of our files is an error
         stem = f"difPy_{stamp}" if n == 1 else f"difPy_{stamp}-{n}"
         paths = [out / f"{stem}_{name}.json" for name in texts]
         created: list[Path] = []
@@ -179,12 +183,12 @@ def write_difpy_files(
                     fh.write(text)
         except FileExistsError:
             _unlink_all(created)  # only the files this attempt created
-            n += 1
             continue
         except BaseException:
             _unlink_all(created)
             raise
         return paths
+    raise OSError(errno.EEXIST, f"no free name after {MAX_STEMS} tries", str(out / f"difPy_{stamp}"))
 
 
 def _unlink_all(paths: list[Path]) -> None:
