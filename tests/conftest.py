@@ -51,6 +51,35 @@ def catalog_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def pg_url():
+    """A fresh, empty database on the PostgreSQL test server, dropped afterwards.
+
+    The server: ``DIFPY_INDEX_TEST_PG_URL`` (``.ci/run`` starts a throw-away cluster and
+    sets it), e.g. ``postgresql+psycopg://difpy@127.0.0.1:55433/postgres``."""
+    import uuid
+
+    base = os.environ.get("DIFPY_INDEX_TEST_PG_URL")
+    if not base:
+        pytest.skip("no PostgreSQL server: set DIFPY_INDEX_TEST_PG_URL (.ci/run starts one)")
+    psycopg = pytest.importorskip("psycopg", reason="the cluster extra is not installed")
+    admin = "postgresql://" + base.split("://", 1)[1]
+    name = f"difpy_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The catalog suite's tests that go through ``Index`` run on both backends."""
+    if request.param == "sqlite":
+        return str(tmp_path / "catalog.sqlite")
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
 def make_image() -> Callable[..., Path | bytes]:
     """``make_image(path, seed, size=(w, h), mode="RGB", fmt=None)`` writes a real image."""
     return write_image

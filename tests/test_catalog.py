@@ -29,9 +29,9 @@ def test_prefix_bounds_select_exactly_the_paths_below(folder: bytes, others: lis
         assert (lo <= p < hi) == below, (folder, p)
 
 
-def test_prefix_bounds_in_sql(catalog_path: Path) -> None:
-    """The same range through SQLite's BLOB ordering (memcmp)."""
-    with Index.open(catalog_path) as idx:
+def test_prefix_bounds_in_sql(catalog_url: str) -> None:
+    """The same range through the database's byte ordering (memcmp; SQLite and PostgreSQL)."""
+    with Index.open(catalog_url) as idx:
         cat = idx._catalog
         (rid,) = cat.ensure_roots([b"/r"]).values()
         names = [b"/r/a/x.png", b"/r/a", b"/r/a0/y.png", b"/r/a.png", b"/r/a/\xff.png", b"/r/ab/z.png"]
@@ -41,8 +41,8 @@ def test_prefix_bounds_in_sql(catalog_path: Path) -> None:
     assert got == {b"/r/a/x.png", b"/r/a/\xff.png"}
 
 
-def test_record_and_rerecord(catalog_path: Path) -> None:
-    with Index.open(catalog_path) as idx:
+def test_record_and_rerecord(catalog_url: str) -> None:
+    with Index.open(catalog_url) as idx:
         cat = idx._catalog
         (rid,) = cat.ensure_roots([b"/r"]).values()
         t50, t20 = bytes(range(250)) * 30, bytes(1200)
@@ -62,8 +62,8 @@ def test_record_and_rerecord(catalog_path: Path) -> None:
         assert idx.status()["files"] == 0
 
 
-def test_move_row_keeps_tensors_and_replaces_clash(catalog_path: Path) -> None:
-    with Index.open(catalog_path) as idx:
+def test_move_row_keeps_tensors_and_replaces_clash(catalog_url: str) -> None:
+    with Index.open(catalog_url) as idx:
         cat = idx._catalog
         (rid,) = cat.ensure_roots([b"/r"]).values()
         a, b = bytes([1]) * 7500, bytes([2]) * 7500
@@ -91,12 +91,12 @@ def test_other_recipe_is_re_decoded(catalog_path: Path, tmp_path: Path) -> None:
         assert idx.tensor(root / "a.png") is not None
 
 
-def test_search_input_matrix(catalog_path: Path, tmp_path: Path) -> None:
+def test_search_input_matrix(catalog_url: str, tmp_path: Path) -> None:
     root = tmp_path / "imgs"
     for i in range(3):
         write_image(root / f"{i}.png", i, size=(10 + i, 7))
     (root / "bad.png").write_bytes(b"x")
-    with Index.open(catalog_path) as idx:
+    with Index.open(catalog_url) as idx:
         idx.update([root], processes=1)
         data = idx._catalog.search_input(50, idx.recipe)
         assert data.tensors.shape == (3, 50, 50, 3)
@@ -157,12 +157,12 @@ def test_writers_wait_for_each_other(catalog_path: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("n", [0, 3])
-def test_status_counts(catalog_path: Path, tmp_path: Path, n: int) -> None:
+def test_status_counts(catalog_url: str, tmp_path: Path, n: int) -> None:
     root = tmp_path / "imgs"
     root.mkdir()
     for i in range(n):
         write_image(root / f"{i}.png", i)
-    with Index.open(catalog_path) as idx:
+    with Index.open(catalog_url) as idx:
         idx.update([root], processes=1)
         info = idx.status()
     assert info["files"] == n

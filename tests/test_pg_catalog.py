@@ -14,7 +14,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -68,22 +67,6 @@ def test_unknown_url_scheme_is_a_usage_error(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- a real server
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh, empty database on the test server; dropped afterwards."""
-    base = os.environ.get("DIFPY_INDEX_TEST_PG_URL")
-    if not base:
-        pytest.skip("no PostgreSQL server: set DIFPY_INDEX_TEST_PG_URL (.ci/run starts one)")
-    psycopg = pytest.importorskip("psycopg", reason="the cluster extra is not installed")
-    admin = "postgresql://" + base.split("://", 1)[1]
-    name = f"difpy_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _pg(url: str, sql: str) -> list[tuple]:
