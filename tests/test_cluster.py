@@ -159,10 +159,10 @@ def test_failing_task_isolates_the_file(lib, tmp_path: Path, monkeypatch) -> Non
     victim = os.fsencode(os.path.realpath(folder / "o3.png"))
     real_task = pool.decode_task
 
-    def flaky(paths, px_sizes, max_pixels):
+    def flaky(paths, *args, **kwargs):
         if victim in paths:
             raise RuntimeError("worker lost")
-        return real_task(paths, px_sizes, max_pixels)
+        return real_task(paths, *args, **kwargs)
 
     monkeypatch.setattr(pool, "decode_task", flaky)
     catalog = tmp_path / "flaky.sqlite"
