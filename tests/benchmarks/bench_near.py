@@ -92,7 +92,7 @@ def _imagededup_hashing() -> types.ModuleType:
         pass
     spec = importlib.util.find_spec("imagededup")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("imagededup is not installed (pip install -e '.[bench]')")
+        raise ImportError("imagededup is not installed (pip install --no-deps imagededup)")
     base = Path(next(iter(spec.submodule_search_locations)))
     for name in ("imagededup.methods", "imagededup.utils"):
         sys.modules.pop(name, None)
