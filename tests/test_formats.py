@@ -440,6 +440,15 @@ def test_orientations_recorded_and_in_search_json(tmp_path, cli):
     seen.update({os.path.basename(m["path"]): m["orientation"] for m in group["members"]})
     assert seen == {"none.jpg": None, **{f"o{v}.png": v for v in range(1, 9)}}
     assert all(m["mse"] == 0 and m["rotation"] == 0 for m in group["members"])
+    # the banded search (large catalogs, PostgreSQL) carries the tags too
+    from difpy_index import Index
+
+    with Index.open(cli.catalog) as idx:
+        banded = idx.search(root, max_band_rows=2)
+    (g,) = banded.groups
+    tags = {os.path.basename(g.key): g.key_orientation}
+    tags.update({os.path.basename(m.path): m.orientation for m in g.members})
+    assert tags == seen
 
 
 def near_library(root: Path) -> None:

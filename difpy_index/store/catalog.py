@@ -83,6 +83,7 @@ class SearchMeta:
     sums: np.ndarray  # (n,) int64
     mtimes: np.ndarray | None = None
     formats: list[str | None] | None = None
+    orientations: np.ndarray | None = None  # EXIF orientation tag, 0 when absent
 
     def take(self, rows: np.ndarray) -> SearchMeta:
         """The same columns restricted to ``rows`` (in that order)."""
@@ -91,6 +92,7 @@ class SearchMeta:
             sizes=self.sizes[rows], widths=self.widths[rows], heights=self.heights[rows],
             sums=self.sums[rows], mtimes=None if self.mtimes is None else self.mtimes[rows],
             formats=None if self.formats is None else [self.formats[i] for i in rows],
+            orientations=None if self.orientations is None else self.orientations[rows],
         )
 
 
@@ -594,12 +596,13 @@ class Catalog:
         import numpy as np
 
         rows = self._tensor_rows(
-            "f.id, f.path, f.size, f.width, f.height, t.pixel_sum, f.mtime_ns, f.format",
+            "f.id, f.path, f.size, f.width, f.height, t.pixel_sum, f.mtime_ns, f.format, "
+            "coalesce(f.orientation, 0)",
             px_size, recipe, folders,
         )
         n = len(rows)
-        cols = np.array([(r[0], r[2], r[3], r[4], -1 if r[5] is None else r[5], r[6])
-                         for r in rows], dtype=np.int64).reshape(n, 6)
+        cols = np.array([(r[0], r[2], r[3], r[4], -1 if r[5] is None else r[5], r[6], r[8])
+                         for r in rows], dtype=np.int64).reshape(n, 7)
         sums = cols[:, 4].copy()
         missing = np.flatnonzero(sums < 0)
         if len(missing):  # rows written by code older than schema 0003 (cannot happen
@@ -613,6 +616,7 @@ class Catalog:
             ids=cols[:, 0].copy(), paths=[bytes(r[1]) for r in rows],
             sizes=cols[:, 1].copy(), widths=cols[:, 2].copy(), heights=cols[:, 3].copy(),
             sums=sums, mtimes=cols[:, 5].copy(), formats=[r[7] for r in rows],
+            orientations=cols[:, 6].copy(),
         )
 
     def count_images(self, folders: Sequence[bytes] | None = None) -> int:
