@@ -416,11 +416,12 @@ NoUpdate = Annotated[bool, typer.Option(
 
 
 def _refresh(idx: Any, state: State, dirs: list[str] | None, px_size: int,
-             processes: int | None, json_out: bool) -> set[str]:
+             processes: int | None, json_out: bool, executor: Executor | None = None) -> set[str]:
     """The incremental update ``search``/``query`` run first (near-free when nothing
-    changed); returns the missing roots it has already warned about."""
+    changed; decoded on the cluster with ``--scheduler``); returns the missing roots it has
+    already warned about."""
     report = idx.refresh(dirs, px_size=px_size, processes=processes,
-                         progress=_progress(state, json_out))
+                         progress=_progress(state, json_out), executor=executor)
     if report is None:
         return set()
     if report.decoded or report.removed:
@@ -508,7 +509,7 @@ def search(
         if not no_update:
             scope = [str(d) for d in [*(dirs or []), *(reference or [])]] if dirs else None
             warned = _refresh(idx, state, scope, px_size, processes,
-                              output_format is OutFormat.json)
+                              output_format is OutFormat.json, executor)
         found = idx.search(
             [str(d) for d in dirs] if dirs else None, similarity=similarity, rotate=rotate,
             same_dim=same_dim, in_folder=in_folder, px_size=px_size, processes=processes,

@@ -434,9 +434,11 @@ class Index:
 
     def refresh(self, dirs: PathLike | Iterable[PathLike] | None = None, *,
                 px_size: int = DEFAULT_PX_SIZE, processes: int | None = None,
-                progress: Progress | None = None) -> UpdateReport | None:
+                progress: Progress | None = None,
+                executor: Executor | None = None) -> UpdateReport | None:
         """Bring the roots holding ``dirs`` (None: every root) up to date, as ``search
-        DIR`` and ``query`` do first; None when :meth:`is_current` says nothing changed."""
+        DIR`` and ``query`` do first; None when :meth:`is_current` says nothing changed.
+        ``executor``: decode there, as ``update(executor=)``."""
         roots = self.owning_roots(dirs)
         if not roots or self.is_current(roots, px_size):
             return None
@@ -444,7 +446,8 @@ class Index:
             logging.getLogger(__name__).warning(
                 "catalog %s is read-only: searched as it is, without bringing it up to date", self.path)
             return None
-        return self.update(roots, px_size=px_size, processes=processes, progress=progress)
+        return self.update(roots, px_size=px_size, processes=processes, progress=progress,
+                           executor=executor)
 
     def unreachable_roots(self, roots: Sequence[bytes] | None = None) -> list[bytes]:
         """Roots that are gone or empty (an unmounted drive) while the catalog holds files

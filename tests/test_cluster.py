@@ -116,6 +116,26 @@ def test_cli_scheduler_equals_local(lib, dask_cluster, tmp_path: Path) -> None:
     assert json.loads(got.stdout)["result"] == json.loads(want.stdout)["result"] != {}
 
 
+def test_search_refresh_on_the_cluster(dask_cluster, tmp_path: Path) -> None:
+    """search DIR --scheduler first brings DIR up to date (decoding on the cluster)."""
+    cluster, _client = dask_cluster
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cat, folder = tmp_path / "c.sqlite", tmp_path / "pics"
+    folder.mkdir()
+    imf.synthetic(77, 64, 48).save(folder / "a.png")
+    base = [sys.executable, "-m", "difpy_index", "--catalog", str(cat)]
+    sched = ["--scheduler", cluster.scheduler_address]
+    up = subprocess.run([*base, "update", str(folder), *sched], capture_output=True, text=True,
+                        env=env, timeout=300)
+    assert up.returncode == 0, up.stderr
+    imf.synthetic(77, 64, 48).save(folder / "b.png")  # a copy arrives after the update
+    res = subprocess.run([*base, "search", str(folder), "--format", "json", *sched],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)["result"]
+    assert [len(v) for v in result.values()] == [1]
+
+
 def test_scheduler_without_cluster_extra_is_one_line(tmp_path: Path) -> None:
     """Without dask installed: exit 2, one line naming the extra, no catalog created."""
     fake = tmp_path / "fake"
