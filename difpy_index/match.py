@@ -535,6 +535,39 @@ def _claim_walk(
 # --------------------------------------------------------------------------- public API
 
 
+
+def search_scope(
+    widths: np.ndarray,
+    heights: np.ndarray,
+    sizes: np.ndarray,
+    paths: Sequence[bytes],
+    subset: np.ndarray | None,
+    order: np.ndarray | None,
+    protected: np.ndarray | None,
+    same_dim: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, list[bytes]] | None:
+    """The rows a search looks at and, per row, its rank (``order``, or difPy's rule), its
+    protection (a reference file) and its dimension bucket; None when fewer than two rows.
+    One place for what ``find_groups`` and the ``near`` search share."""
+    n_all = len(paths)
+    rows = np.arange(n_all) if subset is None else np.unique(np.asarray(subset, dtype=np.intp))
+    if len(rows) < 2:
+        return None
+    w, h = np.asarray(widths)[rows], np.asarray(heights)[rows]
+    local_paths = [paths[i] for i in rows]
+    rank = np.empty(len(rows), dtype=np.int64)
+    if order is None:
+        rank[quality_order(w, h, np.asarray(sizes)[rows], local_paths)] = np.arange(len(rows))
+    else:
+        full = np.empty(n_all, dtype=np.int64)
+        full[np.asarray(order, dtype=np.intp)] = np.arange(n_all)
+        rank[:] = full[rows]
+    prot = (np.zeros(len(rows), dtype=bool) if protected is None
+            else np.asarray(protected, dtype=bool)[rows])
+    bucket = _dim_buckets((w, h))[0] if same_dim else None
+    return rows, rank, prot, bucket, local_paths
+
+
 def find_groups(
     tensors: np.ndarray,
     widths: np.ndarray,
@@ -559,22 +592,10 @@ def find_groups(
     threshold = float(threshold)
     if not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
-    n_all = len(paths)
-    rows = np.arange(n_all) if subset is None else np.unique(np.asarray(subset, dtype=np.intp))
-    if len(rows) < 2:
+    scope = search_scope(widths, heights, sizes, paths, subset, order, protected, same_dim)
+    if scope is None:
         return []
-    widths, heights = np.asarray(widths)[rows], np.asarray(heights)[rows]
-    local_paths = [paths[i] for i in rows]
-    rank = np.empty(len(rows), dtype=np.int64)
-    if order is None:
-        rank[quality_order(widths, heights, np.asarray(sizes)[rows], local_paths)] = np.arange(len(rows))
-    else:
-        full = np.empty(n_all, dtype=np.int64)
-        full[np.asarray(order, dtype=np.intp)] = np.arange(n_all)
-        rank[:] = full[rows]
-    prot = (np.zeros(len(rows), dtype=bool) if protected is None
-            else np.asarray(protected, dtype=bool)[rows])
-    bucket = _dim_buckets((widths, heights))[0] if same_dim else None
+    rows, rank, prot, bucket, local_paths = scope
     if threshold == 0:
         raw = _groups_exact(tensors, rows, rank, bucket, rotate, prot)
     else:

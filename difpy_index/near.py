@@ -338,22 +338,10 @@ def search(
     members by (mse, path), keys in rank order."""
     from . import match
 
-    n_all = len(paths)
-    rows = np.arange(n_all) if subset is None else np.unique(np.asarray(subset, dtype=np.intp))
-    if len(rows) < 2:
+    scope = match.search_scope(widths, heights, sizes, paths, subset, order, protected, same_dim)
+    if scope is None:
         return []
-    w, h = np.asarray(widths)[rows], np.asarray(heights)[rows]
-    local_paths = [paths[i] for i in rows]
-    rank = np.empty(len(rows), dtype=np.int64)
-    if order is None:
-        rank[match.quality_order(w, h, np.asarray(sizes)[rows], local_paths)] = np.arange(len(rows))
-    else:
-        full = np.empty(n_all, dtype=np.int64)
-        full[np.asarray(order, dtype=np.intp)] = np.arange(n_all)
-        rank[:] = full[rows]
-    prot = (np.zeros(len(rows), dtype=bool) if protected is None
-            else np.asarray(protected, dtype=bool)[rows])
-    bucket = match._dim_buckets((w, h))[0] if same_dim else None
+    rows, rank, prot, bucket, local_paths = scope
     pairs = match.verified_pairs(tensors, rows, NEAR_THRESHOLD, True, bucket)
     out = []
     for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs):
