@@ -267,17 +267,25 @@ def _attach(exc: BaseException, report: ActionReport) -> None:
         pass
 
 
+def _folder_holding(path: bytes, roots: Sequence[bytes], searched: Sequence[bytes]) -> str | None:
+    """"the searched folder F" / "the indexed folder R" that holds ``path``, else None."""
+    for f in searched:
+        if is_within(path, f):
+            return f"the searched folder {os.fsdecode(f)}"
+    for r in roots:
+        if is_within(path, r):
+            return f"the indexed folder {os.fsdecode(r)}"
+    return None
+
+
 def check_destination(dest: bytes, roots: Sequence[bytes], searched: Sequence[bytes]) -> None:
     """DEST may not lie inside a searched folder or any indexed root (symlinks resolved),
     and must be a folder or creatable. Raises ActionRefused / UsageError (exit 2)."""
     from .outputs import check_folder
 
-    for f in searched:
-        if is_within(dest, f):
-            raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: it is inside the searched folder {os.fsdecode(f)}")
-    for r in roots:
-        if is_within(dest, r):
-            raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: it is inside the indexed folder {os.fsdecode(r)}")
+    inside = _folder_holding(dest, roots, searched)
+    if inside is not None:
+        raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: it is inside {inside}")
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise ActionRefused(f"destination {os.fsdecode(dest)} exists and is not a folder")
     check_folder(dest, "the moved files")
@@ -289,12 +297,9 @@ def check_targets(steps: Sequence[Step], dest: bytes, roots: Sequence[bytes], se
     seen: set[bytes] = set()
     for s in steps:
         t = os.fsencode(s.target or "")
-        for f in searched:
-            if is_within(t, f):
-                raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: {s.member} would land inside the searched folder {os.fsdecode(f)}")
-        for r in roots:
-            if is_within(t, r):
-                raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: {s.member} would land inside the indexed folder {os.fsdecode(r)}")
+        inside = _folder_holding(t, roots, searched)
+        if inside is not None:
+            raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: {s.member} would land inside {inside}")
         problem = target_path_problem(t, dest, seen)
         if problem is not None:
             raise ActionRefused(f"refusing to move into {os.fsdecode(dest)}: {problem}")
