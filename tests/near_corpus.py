@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import Entry, Manifest, list_files, load_manifest, manifest_path
+from corpus import SEED_PHOTOS, Entry, Manifest, list_files, load_manifest, manifest_path
 
 __all__ = ["EDITS", "Entry", "Manifest", "list_files", "load_manifest", "make_corpus",
            "manifest_path", "photos_available", "truth_pairs"]
@@ -55,21 +55,9 @@ __all__ = ["EDITS", "Entry", "Manifest", "list_files", "load_manifest", "make_co
 #: Real photographs shipped inside Python packages: (package, path, kind). Not the Hubble
 #: deep field nor the retina scan: their windows are black sky or one orange texture, not
 #: different pictures.
-PACKAGE_PHOTOS: tuple[tuple[str, str, str], ...] = (
-    ("skimage", "data/astronaut.png", "photo"),
-    ("skimage", "data/chelsea.png", "photo"),
-    ("skimage", "data/coffee.png", "photo"),
-    ("skimage", "data/motorcycle_left.png", "photo"),
-    ("skimage", "data/rocket.jpg", "photo"),
-    ("skimage", "data/ihc.png", "photo"),
-    ("sklearn", "datasets/images/china.jpg", "photo"),
-    ("sklearn", "datasets/images/flower.jpg", "photo"),
-    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "photo"),
-    ("skimage", "data/camera.png", "gray"),
-    ("skimage", "data/moon.png", "gray"),
-    ("skimage", "data/coins.png", "gray"),
-    ("skimage", "data/cell.png", "gray"),
-    ("skimage", "data/clock_motion.png", "gray"),
+PACKAGE_PHOTOS: tuple[tuple[str, str, str], ...] = tuple(
+    seed for seed in SEED_PHOTOS
+    if seed[2] != "texture" and seed[1] not in {"data/hubble_deep_field.jpg", "data/retina.jpg"}
 )
 #: Debian package whose nature photographs (``/nature/`` folder) join with ``debian=True``.
 DEBIAN_PACKAGE = "mate-backgrounds"
