@@ -35,7 +35,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +209,18 @@ def _skip(report: ActionReport, index: Index, step: Step, reason: str, dry_run: 
         index.forget([os.fsencode(step.member)])
 
 
+def _proven(steps: Sequence[Step], prover: Prover, report: ActionReport, index: Index,
+            dry_run: bool) -> Iterator[tuple[Step, Picture, Picture]]:
+    """Each step with its member and key as proven right now (move_to and delete share
+    this); a step that cannot be proven is skipped with its reason."""
+    for s in steps:
+        checked = prover.check(os.fsencode(s.member), tuple(os.fsencode(k) for k in s.keys))
+        if isinstance(checked, str):
+            _skip(report, index, s, checked, dry_run)
+            continue
+        yield s, *checked
+
+
 def _recover(steps: Sequence[Step], index: Index) -> bool:
     """Files an interrupted earlier run left aside in these folders go back first (and
     their rows note the ctime the renames moved). True when anything was found."""
@@ -361,13 +373,8 @@ def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: 
     prover = _prover(result, index, rows)
     aside = Aside()
     try:
-        for s in steps:
+        for s, member, key in _proven(steps, prover, report, index, dry_run):
             src, target = os.fsencode(s.member), os.fsencode(s.target or "")
-            checked = prover.check(src, tuple(os.fsencode(k) for k in s.keys))
-            if isinstance(checked, str):
-                _skip(report, index, s, checked, dry_run)
-                continue
-            member, key = checked
             if dry_run:
                 free = next(c for c in candidates(target) if c not in taken and not os.path.lexists(c))
                 taken.add(free)
@@ -470,13 +477,8 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
     aside = Aside()
     verb = "move to the trash" if to_trash is not None else "delete"
     try:
-        for s in steps:
+        for s, member, key in _proven(steps, prover, report, index, dry_run):
             src = os.fsencode(s.member)
-            checked = prover.check(src, tuple(os.fsencode(k) for k in s.keys))
-            if isinstance(checked, str):
-                _skip(report, index, s, checked, dry_run)
-                continue
-            member, key = checked
             if dry_run:
                 report.deleted.append(s.member)
                 continue
