@@ -164,6 +164,8 @@ class Decoded:
     format: str | None = None
     #: st_ctime_ns when decoded: ``touch -r`` can set mtime back, never ctime
     ctime_ns: int = 0
+    #: px -> (plain, turned) digests of that tensor (``tensorhash``; made by ``decode_batch``)
+    digests: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def one_line(exc: BaseException) -> str:
@@ -383,8 +385,20 @@ def decode_bytes(data: bytes, path: bytes, px_sizes: tuple[int, ...]) -> tuple[i
 
 
 def decode_batch(paths: list[bytes], px_sizes: tuple[int, ...], fast: bool = False) -> list[Decoded]:
-    """One pool task: a few files, to amortise the inter-process round trip."""
-    return [decode_file(p, px_sizes, fast) for p in paths]
+    """One pool task: a few files, to amortise the inter-process round trip. Each tensor's
+    digests are made here too, on the worker, not by the catalog writer."""
+    return [with_digests(decode_file(p, px_sizes, fast)) for p in paths]
+
+
+def with_digests(d: Decoded) -> Decoded:
+    """``d`` with the digests of its tensors (``tensorhash.tensor_digests``)."""
+    if not d.tensors:
+        return d
+    from dataclasses import replace
+
+    from .tensorhash import tensor_digests
+
+    return replace(d, digests={px: tensor_digests(b, px) for px, b in d.tensors.items()})
 
 
 def _stat_or_none(path: bytes) -> os.stat_result | None:

@@ -511,7 +511,9 @@ class Index:
         More than ``max_band_rows`` images (default ``partition.DEFAULT_MAX_BAND_ROWS``), or
         an ``executor`` (a ``concurrent.futures`` one, e.g. a Dask client's), switch to the
         partitioned search: the same groups, with tensors read band by band, so memory
-        stays bounded by ``max_band_rows`` tensors per task.
+        stays bounded by ``max_band_rows`` tensors per task. ``duplicates`` (threshold 0)
+        reads only the tensors of rows whose digest another row shares, found in SQL
+        (``Catalog.twin_candidates``), in chunks of at most ``max_band_rows``.
         """
         import numpy as np
 
@@ -537,7 +539,12 @@ class Index:
             raise UsageError("reference folders cannot be combined with in_folder")
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
         recipe = self.search_recipe(sp.px_size, scope)
-        banded = executor is not None or self._catalog.url is not None or (
+        # duplicates: the catalog groups the rows by their tensor's digest in SQL, and only
+        # rows sharing one are read and verified (no cluster, no full tensor read)
+        twins = (self._catalog.twin_candidates(sp.px_size, recipe, scope, sp.rotate,
+                                               sp.same_dim)
+                 if sp.threshold == 0 and not use_near else None)
+        banded = twins is not None or executor is not None or self._catalog.url is not None or (
             self._catalog.count_images(scope) > band_rows
         )  # PostgreSQL: tensors are only ever read band by band, never all at once
         data: SearchInput | SearchMeta
@@ -580,6 +587,9 @@ class Index:
                     tensors, data.widths, data.heights, data.sizes, data.paths,
                     same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,
                 )
+            elif twins is not None and isinstance(data, SearchMeta):
+                found = _twin_groups(self._catalog.tensor_loader(sp.px_size, recipe), data,
+                                     subset, sp, twins, band_rows, order, is_ref)
             elif isinstance(data, SearchMeta):
                 found = _banded(self._catalog.tensor_loader(sp.px_size, recipe), data, subset,
                                 sp, band_rows, executor, order, is_ref)
@@ -833,6 +843,59 @@ def _under_any(paths: list[bytes], folders: Sequence[bytes]) -> np.ndarray:
 
     bases = tuple(folder_prefix(f) for f in folders)
     return np.fromiter((p.startswith(bases) for p in paths), dtype=bool, count=len(paths))
+
+
+def _twin_groups(
+    loader: Callable[[np.ndarray], np.ndarray], data: SearchMeta, subset: np.ndarray | None,
+    sp: SearchParams, twins: tuple[np.ndarray, np.ndarray], band_rows: int,
+    order: np.ndarray, protected: np.ndarray | None,
+) -> list[match.Group]:
+    """``find_groups`` at threshold 0 over only the rows the catalog found sharing a digest
+    with another (``Catalog.twin_candidates``), read in chunks of whole digest classes of
+    at most ``band_rows`` rows (a larger class is read whole). A row without a twin has no
+    exact duplicate (equal tensors have equal digests), so the groups, keys, members and
+    rotations are those of ``find_groups`` over every row; indices refer to ``data`` rows.
+    """
+    import numpy as np
+
+    from . import match
+
+    n = len(data.paths)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.asarray(order, dtype=np.intp)] = np.arange(n)
+    ids, keys = twins
+    by_id = np.argsort(data.ids, kind="stable")
+    at = np.minimum(np.searchsorted(data.ids, ids, sorter=by_id), max(n - 1, 0))
+    known = (data.ids[by_id[at]] == ids) if n else np.zeros(len(ids), dtype=bool)
+    rows, keys = by_id[at[known]], keys[known]  # still sorted by digest
+    if subset is not None:
+        inside = np.isin(rows, np.asarray(subset, dtype=np.intp))
+        rows, keys = rows[inside], keys[inside]
+    bounds = np.r_[np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]), len(rows)]
+    out: list[match.Group] = []
+    s = 0
+    while s < len(rows):
+        # the last class start that keeps the chunk within band_rows (at least one class)
+        e = int(bounds[np.searchsorted(bounds, s + band_rows, side="right") - 1])
+        if e <= s:
+            e = int(bounds[np.searchsorted(bounds, s, side="right")])
+        r = rows[s:e]
+        s = e
+        if len(r) < 2:
+            continue
+        local = match.find_groups(
+            loader(data.ids[r]), data.widths[r], data.heights[r], data.sizes[r],
+            [data.paths[i] for i in r], 0.0, rotate=sp.rotate, same_dim=sp.same_dim,
+            order=np.argsort(rank[r], kind="stable"),
+            protected=None if protected is None else np.asarray(protected, dtype=bool)[r],
+        )
+        out.extend(
+            match.Group(int(r[g.key]), tuple(match.Member(int(r[m.index]), m.mse, m.rotation)
+                                             for m in g.members))
+            for g in local
+        )
+    out.sort(key=lambda g: int(rank[g.key]))
+    return out
 
 
 def _banded(

@@ -440,7 +440,7 @@ class Catalog:
                 conn.execute(delete(Tensor).where(Tensor.file_id.in_(invalid)))
             trows = [
                 {"file_id": ids[d.path], "px_size": px, "recipe": recipe, "data": blob,
-                 "pixel_sum": pixel_sum(blob)}
+                 "pixel_sum": pixel_sum(blob), **_digest_cols(d, px, blob)}
                 for d in results
                 if not d.error
                 for px, blob in d.tensors.items()
@@ -450,8 +450,8 @@ class Catalog:
                 conn.execute(
                     tins.on_conflict_do_update(
                         index_elements=["file_id", "px_size"],
-                        set_={"recipe": tins.excluded.recipe, "data": tins.excluded.data,
-                              "pixel_sum": tins.excluded.pixel_sum},
+                        set_={k: tins.excluded[k]
+                              for k in ("recipe", "data", "pixel_sum", "digest", "turned_digest")},
                     ),
                     trows,
                 )
@@ -619,6 +619,37 @@ class Catalog:
             orientations=cols[:, 6].copy(),
         )
 
+    def twin_candidates(
+        self, px_size: int, recipe: str, folders: Sequence[bytes] | None, rotate: bool,
+        same_dim: bool,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``duplicates`` grouped in SQL: (file ids, digests) of the valid files (optionally
+        below ``folders``) whose tensor's digest (``turned_digest`` with ``rotate``, else
+        ``digest``) is shared by another one, with the same dimensions up to swapping when
+        ``same_dim``; sorted by (digest, id). Only these rows can have an MSE of 0 to
+        another: the rest need no tensor read. None when a row in scope has no digest (one
+        written by an older difpy-index still running): the caller then reads them all."""
+        import numpy as np
+
+        where, params = _below_sql(folders)
+        col = "t.turned_digest" if rotate else "t.digest"
+        dims = (", CASE WHEN f.width < f.height THEN f.width ELSE f.height END, "
+                "CASE WHEN f.width < f.height THEN f.height ELSE f.width END") if same_dim else ""
+        rows = self._raw_query(
+            f"SELECT x.id, x.h FROM (SELECT f.id AS id, {col} AS h, "
+            f"count(*) OVER (PARTITION BY {col}{dims}) AS c FROM files f "
+            "JOIN tensors t ON t.file_id = f.id "
+            f"WHERE f.status = 'ok' AND t.px_size = ? AND t.recipe = ?{where}) x "
+            "WHERE x.c > 1 OR x.h IS NULL ORDER BY x.h, x.id",
+            [px_size, recipe, *params],
+        )
+        if rows and rows[0][1] is None:  # NULLs sort first on SQLite, last on PostgreSQL
+            return None
+        if rows and rows[-1][1] is None:
+            return None
+        out = np.array(rows, dtype=np.int64).reshape(len(rows), 2)
+        return out[:, 0].copy(), out[:, 1].copy()
+
     def count_images(self, folders: Sequence[bytes] | None = None) -> int:
         """Decoded images (optionally below ``folders``): an upper bound of what
         ``search_input`` returns for any px size, from the indexes alone (no tensor read),
@@ -670,6 +701,16 @@ class Catalog:
                 if os.path.exists(p)
             )
         return {"files": files, "invalid": invalid, "px_sizes": pxs, "schema": rev, "bytes": size}
+
+
+def _digest_cols(d: Decoded, px: int, blob: bytes) -> dict[str, int]:
+    """The digests of one tensor: the worker's, or made here (a result from elsewhere)."""
+    got = d.digests.get(px)
+    if got is None:
+        from ..tensorhash import tensor_digests
+
+        got = tensor_digests(blob, px)
+    return {"digest": got[0], "turned_digest": got[1]}
 
 
 def _file_cols() -> tuple[Any, ...]:

@@ -67,6 +67,10 @@ class Tensor(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     # integer sum of every element (rotation-invariant): the partitioned search's sort key
     pixel_sum: Mapped[int | None] = mapped_column(BigInteger)
+    # signed 64-bit digests of the bytes, and the smallest over the 4 rotations
+    # (``tensorhash``): what ``duplicates`` groups by in SQL (schema 0005)
+    digest: Mapped[int | None] = mapped_column(BigInteger)
+    turned_digest: Mapped[int | None] = mapped_column(BigInteger)
 
 
 Index("ix_files_status", File.status)

@@ -4,13 +4,15 @@ Not collected by pytest (``bench_*.py``). Run::
 
     python tests/benchmarks/bench_scale.py --n 1000000
     python tests/benchmarks/bench_scale.py --n 20000 --check   # also the in-memory search
+    python tests/benchmarks/bench_scale.py --n 100000 --similarity duplicates --check
 
 The tensors are perturbed real photographs (the seed photos of ``tests/corpus.py``: a few
 hundred 50 px crops, each copy with its own brightness, colour gain, flip or rotation and
 +-3 noise, so copies of one crop differ by MSE > 5), with planted pairs: 1 % near copies
 (+-1 on a third of the elements, MSE about 0.2), half of them rotated, and 0.2 % exact
 copies. They are written straight into a real SQLite catalog (schema by ``Index.open``,
-rows by plain ``sqlite3``: decoding a million files is not what is measured here). The
+rows by plain ``sqlite3``, with each tensor's pixel sum and digests as ``update`` writes
+them: decoding a million files is not what is measured here). The
 search is the real one: ``python -m difpy_index --catalog DB search -s similar --no-update
 --format json`` in a child process, whose whole process tree is sampled for resident memory.
 Prints the search time, ``peak_rss_mib N`` and how many planted pairs came back.
@@ -90,6 +92,7 @@ def write_catalog(path: Path, n: int, seed: int) -> tuple[list[tuple[int, int, s
     """A real catalog of n rows; returns the planted pairs and the seconds it took."""
     from difpy_index import Index
     from difpy_index.decode import recipe
+    from difpy_index.tensorhash import tensor_digests
 
     t0 = time.perf_counter()
     photos = path.parent / "photos"
@@ -112,9 +115,12 @@ def write_catalog(path: Path, n: int, seed: int) -> tuple[list[tuple[int, int, s
             [(i, root + b"/%07d.jpg" % (i - 1), int(s), int(ww), int(hh))
              for i, s, ww, hh in zip(ids, sizes, w, h, strict=True)])
         sums = t.reshape(len(t), -1).sum(axis=1, dtype=np.int64)
+        blobs = [t[k].tobytes() for k in range(len(t))]
         conn.executemany(
-            "INSERT INTO tensors(file_id, px_size, recipe, data, pixel_sum) VALUES (?, ?, ?, ?, ?)",
-            [(i, PX, rec, t[k].tobytes(), int(sums[k])) for k, i in enumerate(ids)])
+            "INSERT INTO tensors(file_id, px_size, recipe, data, pixel_sum, digest, turned_digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(i, PX, rec, blobs[k], int(sums[k]), *tensor_digests(blobs[k], PX))
+             for k, i in enumerate(ids)])
         conn.commit()
         done += len(t)
         print(f"  wrote {done:,}/{n:,}", file=sys.stderr, end="\r")
@@ -139,10 +145,23 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run_search(catalog: Path, out: Path, extra: list[str], env: dict[str, str]) -> tuple[float, int]:
+#: ``--check`` of ``duplicates``: the engine over every tensor (the SQL grouping switched off)
+ENGINE_DUPLICATES = """
+import json, sys
+from difpy_index import Index
+from difpy_index.store.catalog import Catalog
+Catalog.twin_candidates = lambda *a, **k: None
+with Index.open(sys.argv[1]) as idx:
+    found = idx.search(similarity="duplicates", max_band_rows=int(sys.argv[2]))
+json.dump({"result": found.result, "stats": found.stats}, sys.stdout)
+"""
+
+
+def run_search(catalog: Path, out: Path, extra: list[str], env: dict[str, str],
+               similarity: str = "similar", cmd: list[str] | None = None) -> tuple[float, int]:
     """The real CLI search in a child process: (seconds, peak tree RSS in bytes)."""
-    cmd = [sys.executable, "-m", "difpy_index", "--catalog", str(catalog), "search", "-s",
-           "similar", "--no-update", "--format", "json", *extra]
+    cmd = cmd or [sys.executable, "-m", "difpy_index", "--catalog", str(catalog), "search",
+                  "-s", similarity, "--no-update", "--format", "json", *extra]
     peak = 0
     t0 = time.perf_counter()
     with open(out, "wb") as fh:
@@ -174,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-band-rows", type=int, default=None,
                     help="partition setting (default: the package's)")
     ap.add_argument("--check", action="store_true",
-                    help="also run the in-memory search and require the very same result")
+                    help="also run the in-memory search and require the very same result "
+                         "(for duplicates: the engine over every tensor, without the SQL grouping)")
+    ap.add_argument("--similarity", default="similar", choices=["similar", "duplicates"])
     args = ap.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -197,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]))
     extra = [] if args.max_band_rows is None else ["--max-band-rows", str(args.max_band_rows)]
     out = work / "result.json"
-    secs, peak = run_search(catalog, out, extra, env)
+    secs, peak = run_search(catalog, out, extra, env, args.similarity)
     found = json.loads(out.read_text())
     stats = found["stats"]["process"]["search"]
     pairs = set()
@@ -205,17 +226,26 @@ def main(argv: list[str] | None = None) -> int:
         for path, _mse in members:
             pairs.add(frozenset((key, path)))
     root = os.path.realpath(work / "photos")
-    got = sum(frozenset((f"{root}/{i:07d}.jpg", f"{root}/{j:07d}.jpg")) in pairs
-              for i, j, _k in planted)
+    hit = {kind: 0 for _i, _j, kind in planted}
+    for i, j, kind in planted:
+        hit[kind] += frozenset((f"{root}/{i:07d}.jpg", f"{root}/{j:07d}.jpg")) in pairs
+    got = sum(hit.values())
     print(f"images     {stats['files_searched']:,}")
     print(f"groups     {stats['groups']:,} ({len(pairs):,} members)")
-    print(f"planted    {got:,}/{len(planted):,} planted pairs reported as key and member")
+    print(f"planted    {got:,}/{len(planted):,} planted pairs reported as key and member ("
+          + ", ".join(f"{k} {v:,}/{sum(1 for p in planted if p[2] == k):,}" for k, v in hit.items())
+          + ")")
     print(f"search_s   {stats['duration']['seconds_elapsed']:.1f} (engine) "
           f"{secs:.1f} (whole command)")
     print(f"peak_rss_mib {peak / 2**20:.0f}")
     if args.check:
         out2 = work / "result_in_memory.json"
-        secs2, peak2 = run_search(catalog, out2, ["--max-band-rows", str(10**9)], env)
+        if args.similarity == "duplicates":
+            cmd = [sys.executable, "-c", ENGINE_DUPLICATES, str(catalog),
+                   str(args.max_band_rows or 10**9)]
+            secs2, peak2 = run_search(catalog, out2, [], env, cmd=cmd)
+        else:
+            secs2, peak2 = run_search(catalog, out2, ["--max-band-rows", str(10**9)], env)
         same = json.loads(out2.read_text())["result"] == found["result"]
         print(f"in-memory  {secs2:.1f} s, peak_rss_mib {peak2 / 2**20:.0f}, "
               f"identical result: {same}")
