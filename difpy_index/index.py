@@ -3,12 +3,14 @@ layer call nothing but this."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -540,77 +542,80 @@ class Index:
         scope = None if folders is None else folders + [r for r in refs if r not in folders]
         recipe = self.search_recipe(sp.px_size, scope)
         # duplicates: the catalog groups the rows by their tensor's digest in SQL, and only
-        # rows sharing one are read and verified (no cluster, no full tensor read)
-        twins = (self._catalog.twin_candidates(sp.px_size, recipe, scope, sp.rotate,
-                                               sp.same_dim)
-                 if sp.threshold == 0 and not use_near else None)
-        banded = twins is not None or executor is not None or self._catalog.url is not None or (
-            self._catalog.count_images(scope) > band_rows
-        )  # PostgreSQL: tensors are only ever read band by band, never all at once
-        data: SearchInput | SearchMeta
-        if banded:
-            data = self._catalog.search_meta(sp.px_size, recipe, scope)
-            if executor is not None and max_band_rows is None:
-                # several band tasks per worker, not one task holding everything
-                band_rows = min(band_rows, max(2_000, -(-len(data.paths) // 8)))
-        else:
-            data = self._catalog.search_input(sp.px_size, recipe, scope)
-        self._check_px_cached(data, sp.px_size, scope)
-        unreachable = self.unreachable_roots()
-        if unreachable:
-            gone = _under_any(data.paths, unreachable)
-            if gone.any():
-                data = data.take(np.flatnonzero(~gone))
-        if not recursive:
-            tops = scope if scope is not None else self.root_paths()
-            data = _top_level(data, tops)
-        is_ref = _under_any(data.paths, refs) if refs else None
-        order = keeprules.quality_order(criteria, keeprules.KeepColumns(
-            data.paths, data.widths, data.heights, data.sizes, data.mtimes, data.formats,
-            reference=is_ref,
-        ))
-        scopes: list[tuple[bytes | None, np.ndarray | None]]
-        if sp.in_folder:
-            scope_dirs = folders if folders is not None else self.root_paths()
-            scopes = [(d, _below(data.paths, d)) for d in scope_dirs]
-        else:
-            scopes = [(None, None)]
-        t_search = time.time()
-        groups: list[GroupInfo] = []
-        found_rows: list[list[int]] = []
-        for folder, subset in scopes:
-            found: Sequence[match.Group | near.NearGroup]
-            if use_near:
-                tensors = (self._catalog.tensor_loader(sp.px_size, recipe)(data.ids)
-                           if isinstance(data, SearchMeta) else data.tensors)
-                found = near.search(
-                    tensors, data.widths, data.heights, data.sizes, data.paths,
-                    same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,
-                )
-            elif twins is not None and isinstance(data, SearchMeta):
-                found = _twin_groups(self._catalog.tensor_loader(sp.px_size, recipe), data,
-                                     subset, sp, twins, band_rows, order, is_ref)
-            elif isinstance(data, SearchMeta):
-                found = _banded(self._catalog.tensor_loader(sp.px_size, recipe), data, subset,
-                                sp, band_rows, executor, order, is_ref)
+        # rows sharing one are read and verified (no cluster, no full tensor read); the
+        # grouping, the rows and their tensors are read from one state of the catalog
+        hashed = sp.threshold == 0 and not use_near
+        with self._catalog.snapshot() if hashed else contextlib.nullcontext():
+            twins = (self._catalog.twin_candidates(sp.px_size, recipe, scope, sp.rotate,
+                                                   sp.same_dim) if hashed else None)
+            banded = twins is not None or executor is not None or self._catalog.url is not None or (
+                self._catalog.count_images(scope) > band_rows
+            )  # PostgreSQL: tensors are only ever read band by band, never all at once
+            data: SearchInput | SearchMeta
+            if banded:
+                data = self._catalog.search_meta(sp.px_size, recipe, scope)
+                if executor is not None and max_band_rows is None:
+                    # several band tasks per worker, not one task holding everything
+                    band_rows = min(band_rows, max(2_000, -(-len(data.paths) // 8)))
             else:
-                found = match.find_groups(
-                    data.tensors, data.widths, data.heights, data.sizes, data.paths,
-                    sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, subset=subset,
-                    order=order, protected=is_ref,
-                )
-            orient = _orientation_of(data)
-            for fg in found:
-                found_rows.append([fg.key, *(m.index for m in fg.members)])
-                groups.append(
-                    GroupInfo(
-                        key=display(data.paths[fg.key]),
-                        members=tuple(_member_info(data.paths[m.index], m, orient(m.index))
-                                      for m in fg.members),
-                        folder=display(folder) if folder is not None else None,
-                        key_orientation=orient(fg.key),
+                data = self._catalog.search_input(sp.px_size, recipe, scope)
+            self._check_px_cached(data, sp.px_size, scope)
+            unreachable = self.unreachable_roots()
+            if unreachable:
+                gone = _under_any(data.paths, unreachable)
+                if gone.any():
+                    data = data.take(np.flatnonzero(~gone))
+            if not recursive:
+                tops = scope if scope is not None else self.root_paths()
+                data = _top_level(data, tops)
+            is_ref = _under_any(data.paths, refs) if refs else None
+            order = keeprules.quality_order(criteria, keeprules.KeepColumns(
+                data.paths, data.widths, data.heights, data.sizes, data.mtimes, data.formats,
+                reference=is_ref,
+            ))
+            scopes: list[tuple[bytes | None, np.ndarray | None]]
+            if sp.in_folder:
+                scope_dirs = folders if folders is not None else self.root_paths()
+                scopes = [(d, _below(data.paths, d)) for d in scope_dirs]
+            else:
+                scopes = [(None, None)]
+            t_search = time.time()
+            groups: list[GroupInfo] = []
+            found_rows: list[list[int]] = []
+            for folder, subset in scopes:
+                found: Sequence[match.Group | near.NearGroup]
+                if use_near:
+                    tensors = (self._catalog.tensor_loader(sp.px_size, recipe)(data.ids)
+                               if isinstance(data, SearchMeta) else data.tensors)
+                    found = near.search(
+                        tensors, data.widths, data.heights, data.sizes, data.paths,
+                        same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,
                     )
-                )
+                elif twins is not None and isinstance(data, SearchMeta):
+                    found = _twin_groups(
+                        partial(self._catalog.read_tensors, px_size=sp.px_size, recipe=recipe),
+                        data, subset, sp, twins, band_rows, order, is_ref)
+                elif isinstance(data, SearchMeta):
+                    found = _banded(self._catalog.tensor_loader(sp.px_size, recipe), data, subset,
+                                    sp, band_rows, executor, order, is_ref)
+                else:
+                    found = match.find_groups(
+                        data.tensors, data.widths, data.heights, data.sizes, data.paths,
+                        sp.threshold, rotate=sp.rotate, same_dim=sp.same_dim, subset=subset,
+                        order=order, protected=is_ref,
+                    )
+                orient = _orientation_of(data)
+                for fg in found:
+                    found_rows.append([fg.key, *(m.index for m in fg.members)])
+                    groups.append(
+                        GroupInfo(
+                            key=display(data.paths[fg.key]),
+                            members=tuple(_member_info(data.paths[m.index], m, orient(m.index))
+                                          for m in fg.members),
+                            folder=display(folder) if folder is not None else None,
+                            key_orientation=orient(fg.key),
+                        )
+                    )
         t_end = time.time()
         result: dict[str, Any] = {}
         for g in groups:

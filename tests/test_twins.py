@@ -257,3 +257,28 @@ def test_sql_grouping_equals_the_engine_on_random_libraries(
             want = idx.search(dirs if in_folder else None, similarity="duplicates", **kw)
     assert got.groups == want.groups
     assert got.result == want.result
+
+
+def test_a_write_during_the_search_is_not_seen(catalog_url: str, tmp_path: Path) -> None:
+    """The grouping, the rows and the candidates' tensors come from one state of the
+    catalog: a file forgotten by another writer between the SQL grouping and the tensor
+    reads changes nothing in this search (it would otherwise miss the row's tensor)."""
+    _library(tmp_path)
+    with Index.open(catalog_url) as idx:
+        idx.update([tmp_path], processes=1)
+        want = idx.search(similarity="duplicates")
+        victim = os.fsencode(want.groups[0].members[0].path)
+        real = Catalog.twin_candidates
+
+        def racing(self, *a, **k):
+            out = real(self, *a, **k)
+            with Index.open(catalog_url) as other:
+                assert other.forget([victim]) == 1
+            return out
+
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(Catalog, "twin_candidates", racing)
+            got = idx.search(similarity="duplicates")
+        assert got.groups == want.groups
+        after = idx.search(similarity="duplicates")
+    assert after.groups != want.groups  # the next search sees the write

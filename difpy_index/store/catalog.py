@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -201,6 +202,8 @@ class Catalog:
         else:
             self._engine = engine  # type: ignore[assignment]
         self._writer: Engine | None = None
+        #: the one connection of an open ``snapshot()`` (sqlite3, or SQLAlchemy's)
+        self._snapshot: Any = None
 
     @property
     def engine(self) -> Engine:
@@ -237,16 +240,73 @@ class Catalog:
         return conn
 
     def _raw_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Portable SQL with ``?`` placeholders: plain sqlite3, or the PostgreSQL engine."""
+        """Portable SQL with ``?`` placeholders: plain sqlite3, or the PostgreSQL engine;
+        inside ``snapshot()``, on its one connection."""
+        snap = self._snapshot
         if self.url is not None:
-            with self.engine.connect() as pg:
+            with contextlib.nullcontext(snap) if snap is not None else self.engine.connect() as pg:
                 return [tuple(r) for r in
                         pg.exec_driver_sql(sql.replace("?", "%s"), tuple(params)).fetchall()]
+        if snap is not None:
+            return snap.execute(sql, params).fetchall()
         conn = self._raw()
         try:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read of this catalog object (``_raw_query``, ``read_tensors``) sees one
+        state of the catalog until the block ends, whatever other processes write meanwhile
+        (one SQLite read transaction; one PostgreSQL REPEATABLE READ transaction)."""
+        if self._snapshot is not None:
+            yield
+            return
+        if self.url is not None:
+            with self.engine.connect() as pg:
+                pg = pg.execution_options(isolation_level="REPEATABLE READ")
+                with pg.begin():
+                    self._snapshot = pg
+                    try:
+                        yield
+                    finally:
+                        self._snapshot = None
+            return
+        conn = self._raw()
+        try:
+            conn.execute("BEGIN")
+            self._snapshot = conn
+            yield
+        finally:
+            self._snapshot = None
+            conn.close()
+
+    def read_tensors(self, ids: np.ndarray, px_size: int, recipe: str) -> np.ndarray:
+        """The tensors of these file ids, in that order (``(n, px, px, 3)`` uint8), read
+        here (inside ``snapshot()``: from its state). Raises CatalogError for a missing one."""
+        import numpy as np
+
+        px = px_size
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), px, px, 3), dtype=np.uint8)
+        flat = out.reshape(len(ids), px * px * 3)
+        where = {int(f): i for i, f in enumerate(ids.tolist())}
+        seen = 0
+        for c0 in range(0, len(ids), TensorLoader.CHUNK):
+            chunk = ids[c0 : c0 + TensorLoader.CHUNK].tolist()
+            marks = ",".join("?" * len(chunk))
+            for fid, blob in self._raw_query(
+                f"SELECT file_id, data FROM tensors WHERE px_size = ? AND recipe = ? "
+                f"AND file_id IN ({marks})", [px, recipe, *chunk],
+            ):
+                flat[where[fid]] = np.frombuffer(blob, dtype=np.uint8)
+                seen += 1
+        if seen != len(where):
+            from ..errors import CatalogError
+
+            raise CatalogError(f"catalog {self.path} changed during the search; run it again")
+        return out
 
     def _insert(self, table: Any) -> Any:
         """INSERT with ON CONFLICT for this catalog's dialect (same API on both)."""

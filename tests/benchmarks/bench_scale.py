@@ -129,6 +129,35 @@ def write_catalog(path: Path, n: int, seed: int) -> tuple[list[tuple[int, int, s
     return planted, time.perf_counter() - t0
 
 
+def copy_to_pg(catalog: Path, url: str) -> float:
+    """The SQLite catalog's rows into the PostgreSQL database at ``url`` (schema by
+    ``Index.open``, rows by ``COPY``); kept when it already holds as many files. Seconds."""
+    import psycopg
+
+    from difpy_index import Index
+
+    t0 = time.perf_counter()
+    Index.open(url).close()
+    conninfo = "postgresql://" + url.split("://", 1)[1]
+    src = sqlite3.connect(catalog)
+    n = src.execute("SELECT count(*) FROM files").fetchone()[0]
+    with psycopg.connect(conninfo) as pg:
+        if pg.execute("SELECT count(*) FROM files").fetchone()[0] == n:
+            return 0.0
+        pg.execute("TRUNCATE roots, files, tensors")
+        tables = (("roots", "id, path, added_ns, updated_ns"),
+                  ("files", "id, root_id, path, size, mtime_ns, inode, status, width, height, "
+                            "format, updated_ns"),
+                  ("tensors", "file_id, px_size, recipe, data, pixel_sum, digest, turned_digest"))
+        for table, cols in tables:
+            with pg.cursor().copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+                for row in src.execute(f"SELECT {cols} FROM {table}"):
+                    cp.write_row(row)
+        pg.execute("ANALYZE")
+    src.close()
+    return time.perf_counter() - t0
+
+
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and all its descendants (from /proc)."""
     total, todo = 0, [pid]
@@ -196,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the in-memory search and require the very same result "
                          "(for duplicates: the engine over every tensor, without the SQL grouping)")
     ap.add_argument("--similarity", default="similar", choices=["similar", "duplicates"])
+    ap.add_argument("--pg", metavar="URL",
+                    help="also copy the catalog into this PostgreSQL database (postgresql+"
+                         "psycopg://...) and search it there: tensors read band by band from bytea")
     args = ap.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -238,6 +270,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"search_s   {stats['duration']['seconds_elapsed']:.1f} (engine) "
           f"{secs:.1f} (whole command)")
     print(f"peak_rss_mib {peak / 2**20:.0f}")
+    if args.pg:
+        secs_copy = copy_to_pg(catalog, args.pg)
+        out3 = work / "result_pg.json"
+        secs3, peak3 = run_search(catalog, out3, extra, env, args.similarity,
+                                  cmd=[sys.executable, "-m", "difpy_index", "--catalog", args.pg,
+                                       "search", "-s", args.similarity, "--no-update",
+                                       "--format", "json", *extra])
+        pg_found = json.loads(out3.read_text())
+        same = pg_found["result"] == found["result"]
+        print(f"postgresql copied in {secs_copy:.1f} s; search_s "
+              f"{pg_found['stats']['process']['search']['duration']['seconds_elapsed']:.1f} "
+              f"(engine) {secs3:.1f} (whole command), peak_rss_mib {peak3 / 2**20:.0f} "
+              f"(this process tree, not the server), identical result: {same}")
+        if not same:
+            return 1
     if args.check:
         out2 = work / "result_in_memory.json"
         if args.similarity == "duplicates":
