@@ -283,6 +283,86 @@ def test_fast_draft_really_reduces_large_jpegs(tmp_path):
         assert op.image.size == (1800, 1600)
 
 
+def _png_with_late_exif(src: Image.Image, orientation: int) -> bytes:
+    """A PNG whose eXIf chunk follows the image data (Pillow writes it before)."""
+    import io
+    import zlib
+
+    buf = io.BytesIO()
+    src.save(buf, "PNG")
+    data = buf.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()[6:]  # without the b"Exif\0\0" prefix, as PNG stores it
+    chunk = len(body).to_bytes(4, "big") + b"eXIf" + body + zlib.crc32(b"eXIf" + body).to_bytes(4, "big")
+    iend = data.rindex(b"IEND") - 4
+    return data[:iend] + chunk + data[iend:]
+
+
+def codec_cases(root: Path) -> dict[str, bool]:
+    """PNG and WEBP files of every kind -> whether imagecodecs should decode them (8-bit
+    RGB/RGBA, still) or leave them to Pillow."""
+    rgb = photo(31, 301, 207)
+    rgba = rgb.copy()
+    rgba.putalpha(Image.fromarray(np.tile(np.arange(301, dtype=np.uint8), (207, 1))))
+    cases: dict[str, bool] = {}
+
+    def save(name: str, img: Image.Image, codec: bool, **kw: object) -> None:
+        img.save(root / name, **kw)
+        cases[name] = codec
+
+    save("rgb.png", rgb, True)
+    save("rgba.png", rgba, True)
+    save("interlaced.png", rgb, True, interlace=1)  # Pillow can write Adam7 since 11
+    save("trns.png", rgb, True, transparency=(10, 20, 30))
+    save("grey.png", rgb.convert("L"), False)
+    save("greya.png", rgba.convert("LA"), False)
+    save("palette.png", rgb.convert("P"), False)
+    save("bilevel.png", rgb.convert("1"), False)
+    arr16 = np.asarray(rgb).astype(np.uint16) * 257
+    (root / "rgb16.png").write_bytes(__import__("imagecodecs").png_encode(arr16))
+    cases["rgb16.png"] = False
+    (root / "late-exif.png").write_bytes(_png_with_late_exif(rgb, 6))
+    cases["late-exif.png"] = True
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    save("early-exif.png", rgb, True, exif=exif.tobytes())
+    save("lossy.webp", rgb, True, quality=80)
+    save("lossless.webp", rgb, True, lossless=True)
+    save("alpha.webp", rgba, True, quality=70)
+    save("alpha-lossless.webp", rgba, True, lossless=True)
+    save("exif.webp", rgb, True, exif=exif.tobytes())
+    save("animated.webp", rgb, False, save_all=True,
+         append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], duration=100)
+    save("animated.png", rgb, False, save_all=True,
+         append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], duration=100)
+    (root / "truncated.png").write_bytes((root / "rgb.png").read_bytes()[:3000])
+    cases["truncated.png"] = False
+    return cases
+
+
+def test_fast_png_webp_through_imagecodecs_are_pillows_pixels(tmp_path, monkeypatch):
+    """The fast recipe's imagecodecs decode (the ``fast`` extra) gives exactly what the
+    same recipe gives through Pillow alone: tensors, orientation, size, errors."""
+    pytest.importorskip("imagecodecs")
+    cases = codec_cases(tmp_path)
+    for name, codec in cases.items():
+        path = b(tmp_path / name)
+        monkeypatch.setattr(decode, "_codecs", None)  # imagecodecs, when it applies
+        with open(path, "rb") as fh, Image.open(fh) as img:
+            assert (decode._codec_decode(img, fh) is not None) == codec, name
+        with_codecs = decode_file(path, (50, 32), fast=True)
+        monkeypatch.setattr(decode, "_codecs", False)  # Pillow only
+        pillow = decode_file(path, (50, 32), fast=True)
+        assert (with_codecs.error is None) == (pillow.error is None), name
+        assert with_codecs.tensors == pillow.tensors, name
+        assert (with_codecs.width, with_codecs.height, with_codecs.orientation, with_codecs.format) == (
+            pillow.width, pillow.height, pillow.orientation, pillow.format), name
+    assert decode_file(b(tmp_path / "late-exif.png"), (50,), fast=True).orientation == 6
+    assert decode_file(b(tmp_path / "early-exif.png"), (50,), fast=True).orientation == 8
+    assert decode_file(b(tmp_path / "truncated.png"), (50,), fast=True).error is not None
+
+
 # ------------------------------------------------------------- through update and search
 def run_cli(catalog: Path, *args: object, env: dict[str, str] | None = None):
     import subprocess

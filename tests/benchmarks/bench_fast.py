@@ -7,6 +7,7 @@ Not collected by pytest. Usage:
 
     python tests/benchmarks/bench_fast.py                 # a 1,000-file corpus (tests/corpus.py)
     python tests/benchmarks/bench_fast.py --n 4000        # the issue's figure
+    python tests/benchmarks/bench_fast.py --n 4000 --repeat 3   # best of 3 interleaved rounds
     python tests/benchmarks/bench_fast.py --corpus DIR    # an existing folder (read-only)
 
 Each tool runs in its own child process on the same folder, timed from outside (interpreter
@@ -25,12 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,32 +55,58 @@ def warm(folder: Path) -> int:
     return n
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+@dataclass
+class Timing:
+    """Wall seconds and CPU seconds (user + system of the whole process tree: pool
+    workers and threads included) of each round a tool ran."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+
+    def best(self) -> float:
+        return min(self.wall)
+
+    def as_json(self) -> dict[str, object]:
+        return {"wall_s": [round(x, 2) for x in self.wall], "best_wall_s": round(min(self.wall), 2),
+                "cpu_s": [round(x, 2) for x in self.cpu], "best_cpu_s": round(min(self.cpu), 2)}
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall, CPU of the child and everything it waited for, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return time.perf_counter() - t, out.stdout
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, out.stdout
 
 
-def run_difpy(folder: Path, processes: int) -> float:
+def run_difpy(folder: Path, processes: int) -> tuple[float, float]:
     code = (
         "import difPy\n"
         f"dif = difPy.build({str(folder)!r}, show_progress=False, processes={processes})\n"
         "print(len(dif._tensor_dictionary))\n"
     )
-    secs, out = timed([sys.executable, "-c", code])
-    print(f"  difPy 4.2.1 build: {secs:.2f} s ({out.split()[-1]} tensors)", file=sys.stderr)
-    return secs
+    secs, cpu, out = timed([sys.executable, "-c", code])
+    print(f"  difPy 4.2.1 build: {secs:.2f} s, cpu {cpu:.1f} s ({out.split()[-1]} tensors)",
+          file=sys.stderr)
+    return secs, cpu
 
 
-def run_czkawka(folder: Path, scratch: Path) -> float | None:
-    """czkawka's hashing and grouping in one call (it has no separate build), first run."""
+def run_czkawka(folder: Path, scratch: Path) -> tuple[float, float] | None:
+    """czkawka's hashing and grouping in one call (it has no separate build), first run:
+    a fresh, empty cache folder every time."""
     try:
         import czkawka  # noqa: F401
     except ImportError:
         print("  czkawka: not installed (pip install czkawka)", file=sys.stderr)
         return None
-    home = scratch / "czkawka-home"
-    home.mkdir(exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="czkawka-home", dir=scratch))
     env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"),
            "XDG_CONFIG_HOME": str(home / "config")}
     code = (
@@ -87,21 +116,25 @@ def run_czkawka(folder: Path, scratch: Path) -> float | None:
         "f.set_similarity(5)\n"
         "print(len(f.find_similar()))\n"
     )
-    secs, out = timed([sys.executable, "-c", code], env)
-    print(f"  czkawka first run: {secs:.2f} s ({out.split()[-1]} groups)", file=sys.stderr)
-    return secs
+    secs, cpu, out = timed([sys.executable, "-c", code], env)
+    print(f"  czkawka first run: {secs:.2f} s, cpu {cpu:.1f} s ({out.split()[-1]} groups)",
+          file=sys.stderr)
+    return secs, cpu
 
 
-def run_update(folder: Path, catalog: Path, processes: int, fast: bool) -> tuple[float, dict]:
+def run_update(folder: Path, catalog: Path, processes: int, fast: bool) -> tuple[float, float, dict]:
     cmd = [sys.executable, "-m", "difpy_index", "--catalog", str(catalog), "update", str(folder),
            "--processes", str(processes), "--json"]
     if fast:
         cmd.append("--fast")
-    secs, out = timed(cmd)
+    for stale in catalog.parent.glob(catalog.name + "*"):
+        if stale.is_file():
+            stale.unlink()  # a cold update every round
+    secs, cpu, out = timed(cmd)
     rep = json.loads(out)
-    print(f"  difpy-index update{' --fast' if fast else ''}: {secs:.2f} s "
+    print(f"  difpy-index update{' --fast' if fast else ''}: {secs:.2f} s, cpu {cpu:.1f} s "
           f"({rep['decoded']} decoded, {rep['invalid']} invalid)", file=sys.stderr)
-    return secs, rep
+    return secs, cpu, rep
 
 
 def groups_of(catalog: Path, similarity: str) -> set[frozenset[str]]:
@@ -154,6 +187,9 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, help="keep corpora here (reused between runs)")
     ap.add_argument("--skip-difpy", action="store_true")
     ap.add_argument("--skip-czkawka", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds, each running every tool once in turn; the best round of "
+                         "each tool counts (a shared machine's load only ever slows a run)")
     a = ap.parse_args()
     command = " ".join(shlex.quote(x) for x in [os.path.basename(sys.executable), *sys.argv])
     print(f"$ {command}", file=sys.stderr)
@@ -177,11 +213,23 @@ def main() -> int:
             manifest = corpus.load_manifest(folder)
         files = warm(folder)
 
-        difpy_s = None if a.skip_difpy else run_difpy(folder, a.processes)
-        czkawka_s = None if a.skip_czkawka else run_czkawka(folder, scratch)
         exact_cat, fast_cat = scratch / "exact.sqlite", scratch / "fast.sqlite"
-        exact_s, exact_rep = run_update(folder, exact_cat, a.processes, fast=False)
-        fast_s, fast_rep = run_update(folder, fast_cat, a.processes, fast=True)
+        times = {name: Timing() for name in ("difpy", "czkawka", "exact", "fast")}
+        for rnd in range(a.repeat):
+            print(f"round {rnd + 1}/{a.repeat}, load average {os.getloadavg()[0]:.1f}",
+                  file=sys.stderr)
+            if not a.skip_difpy:
+                times["difpy"].add(*run_difpy(folder, a.processes))
+            ck = None if a.skip_czkawka else run_czkawka(folder, scratch)
+            if ck is not None:
+                times["czkawka"].add(*ck)
+            wall, cpu, exact_rep = run_update(folder, exact_cat, a.processes, fast=False)
+            times["exact"].add(wall, cpu)
+            wall, cpu, fast_rep = run_update(folder, fast_cat, a.processes, fast=True)
+            times["fast"].add(wall, cpu)
+        difpy_s = times["difpy"].best() if times["difpy"].wall else None
+        czkawka_s = times["czkawka"].best() if times["czkawka"].wall else None
+        exact_s, fast_s = times["exact"].best(), times["fast"].best()
         assert fast_rep["recipe"] == "fast" and fast_rep["files"] == exact_rep["files"], fast_rep
 
         same: dict[str, object] = {}
@@ -199,6 +247,10 @@ def main() -> int:
         def ratio(x: float | None, y: float) -> float | None:
             return round(x / y, 2) if x else None
 
+        def cpu_ratio(x: str, y: str) -> float | None:
+            tx, ty = times[x], times[y]
+            return round(min(tx.cpu) / min(ty.cpu), 2) if tx.cpu and ty.cpu else None
+
         out = {
             "command": command, "files": files, "processes": a.processes,
             "valid": exact_rep["files"], "invalid": exact_rep["invalid"],
@@ -209,6 +261,10 @@ def main() -> int:
             "ratio_difpy_over_fast": ratio(difpy_s, fast_s),
             "ratio_czkawka_over_fast": ratio(czkawka_s, fast_s),
             "ratio_exact_over_fast": round(exact_s / fast_s, 2),
+            "cpu_ratio_difpy_over_fast": cpu_ratio("difpy", "fast"),
+            "cpu_ratio_czkawka_over_fast": cpu_ratio("czkawka", "fast"),
+            "timings": {name: t.as_json() for name, t in times.items() if t.wall},
+            "load_average_after": round(os.getloadavg()[0], 1),
             "mse_fast_vs_exact": fast_vs_exact(exact_cat, fast_cat),
             "groups": same,
         }
