@@ -256,8 +256,8 @@ def open_image(
 
 
 #: Formats Pillow decodes at full size only, which imagecodecs (the ``fast`` extra)
-#: decodes to the same pixels two to four times faster: libpng/libspng and libwebp.
-_CODEC_FORMATS = {"PNG": "png_decode", "WEBP": "webp_decode"}
+#: decodes to the same pixels faster: libspng (with zlib-ng) and libwebp.
+_CODEC_FORMATS = {"PNG": "spng_decode", "WEBP": "webp_decode"}
 _codecs: Any = None
 
 
