@@ -182,6 +182,8 @@ class Index:
                                          self._update_recipe(fast, roots))
         options = _scan_options(recursive, include_hidden, limit_extensions)
         report = run_update(self._catalog, roots, options, settings, progress or NullProgress())
+        if report.removed:
+            self._prune_thumbs()
         if thumbnails:
             from .thumbs import make_thumbs
 
@@ -366,8 +368,17 @@ class Index:
         self._catalog.note_ctime(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def forget(self, paths: Sequence[bytes]) -> int:
-        """Drop the rows of these paths (files an action moved or deleted)."""
+        """Drop the rows of these paths (files an action moved or deleted), and their
+        review-page thumbnails."""
+        self.thumb_cache().drop(paths)
         return self._catalog.forget_paths(paths)
+
+    def _prune_thumbs(self) -> None:
+        """Thumbnails of images no longer in the catalog go too (after an update removed
+        files, or roots were forgotten); only when there is a thumbnail folder at all."""
+        cache = self.thumb_cache()
+        if cache.folder.is_dir():
+            cache.prune(k.path for k in self._catalog.files_in(self.root_paths()))
 
     def forget_roots(self, roots: PathLike | Iterable[PathLike]) -> dict[str, int]:
         """Drop indexed roots and every row of their files, for good (the files on disk are
@@ -385,7 +396,9 @@ class Index:
                 )
             if hit not in wanted:
                 wanted.append(hit)
-        return {display(r): self._catalog.remove_root(known[r]) for r in wanted}
+        dropped = {display(r): self._catalog.remove_root(known[r]) for r in wanted}
+        self._prune_thumbs()
+        return dropped
 
     def owning_roots(self, dirs: PathLike | Iterable[PathLike] | None = None) -> list[bytes]:
         """The indexed roots holding ``dirs`` (None: every root), for a refresh first."""

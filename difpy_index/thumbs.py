@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,49 @@ class ThumbCache:
         except OSError:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+    def drop(self, paths: Sequence[bytes]) -> int:
+        """Forget the thumbnails of these images (moved, deleted, forgotten): how many."""
+        n = 0
+        for path in paths:
+            digest = hashlib.sha256(path).hexdigest()
+            folder = self.folder / digest[:2]
+            with contextlib.suppress(OSError):
+                for entry in folder.glob(f"{digest[2:]}-*"):
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+                        n += 1
+        return n
+
+    def prune(self, live: Iterable[bytes]) -> int:
+        """Delete every thumbnail whose image is not in ``live`` (the catalog's paths), and
+        temporary files a killed writer left an hour ago or more: how many were deleted."""
+        import time
+
+        if not self.folder.is_dir():
+            return 0
+        keep = {hashlib.sha256(p).hexdigest() for p in live}
+        old = time.time() - 3600
+        n = 0
+        for entry in self._entries():
+            name = entry.name
+            stale = (entry.parent.name + name.split("-", 1)[0]) not in keep
+            if name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    stale = entry.stat().st_mtime < old
+            if stale:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    n += 1
+        return n
+
+    def _entries(self) -> Iterator[Path]:
+        with contextlib.suppress(OSError):
+            for sub in self.folder.iterdir():
+                if len(sub.name) == 2 and sub.is_dir():
+                    with contextlib.suppress(OSError):
+                        yield from sub.iterdir()
 
 
 def make_thumbs(paths: Sequence[bytes], px: int = THUMB_PX, processes: int | None = None,

@@ -132,3 +132,39 @@ def test_cli_update_thumbnails_flag(tmp_path, cli):
     assert len(entries(ThumbCache.beside(cli.catalog))) == 3
     res = cli("update", root, "--json")
     assert json.loads(res.stdout)["thumbnails"] == 0
+
+
+def test_thumbnails_of_removed_images_are_pruned(tmp_path):
+    """Deleted, moved-away and forgotten images take their thumbnails with them; a killed
+    writer's old temporary file goes too, a fresh one (a writer at work) stays."""
+    lib, other = tmp_path / "lib", tmp_path / "other"
+    for i in range(4):
+        write_image(lib / f"{i}.png", i, (90, 60))
+    write_image(other / "x.png", 9, (90, 60))
+    cat = tmp_path / "cat.sqlite"
+    with Index.open(cat) as idx:
+        idx.update([lib, other], processes=1, thumbnails=True)
+        cache = idx.thumb_cache()
+        assert len(entries(cache)) == 5
+        old_tmp = cache.folder / "ab" / "leftover-160.123.tmp"
+        new_tmp = cache.folder / "ab" / "working-160.456.tmp"
+        for t in (old_tmp, new_tmp):
+            t.parent.mkdir(exist_ok=True)
+            t.write_bytes(b"x")
+        os.utime(old_tmp, (time.time() - 7200, time.time() - 7200))
+
+        os.remove(lib / "0.png")
+        rep = idx.update(lib, processes=1)
+        assert rep.removed == 1
+        assert cache.get(os.fsencode(lib / "1.png")) is not None
+        names = {p.name for p in entries(cache)}
+        assert len([n for n in names if not n.endswith(".tmp")]) == 4
+        assert "working-160.456.tmp" in names and "leftover-160.123.tmp" not in names
+
+        idx.forget([os.fsencode(lib / "1.png")])  # what an action does after a move
+        assert len([p for p in entries(cache) if not p.name.endswith(".tmp")]) == 3
+
+        idx.forget_roots([other])
+        left = [p for p in entries(cache) if not p.name.endswith(".tmp")]
+        assert len(left) == 2
+        assert {cache.get(os.fsencode(lib / f"{i}.png")) is not None for i in (2, 3)} == {True}

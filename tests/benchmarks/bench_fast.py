@@ -24,6 +24,7 @@ faster than difPy's build; the exact cold update no slower than before (compare
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -154,6 +155,40 @@ def run_update(folder: Path, catalog: Path, processes: int, fast: bool) -> tuple
     return secs, cpu, rep
 
 
+def per_format(folder: Path, per_ext: int, rounds: int = 3) -> dict[str, dict[str, float]]:
+    """CPU milliseconds per file, in this process, by extension: the exact recipe, the fast
+    recipe through Pillow alone, and the fast recipe with imagecodecs (when installed).
+    The variants alternate file set by file set, ``rounds`` times; the best round counts."""
+    from difpy_index import decode, pool
+
+    by_ext: dict[str, list[bytes]] = {}
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in sorted(names):
+            ext = name.rsplit(".", 1)[-1].lower()
+            if ext in decode.IMAGE_EXTENSIONS:
+                by_ext.setdefault(ext, []).append(os.fsencode(os.path.join(dirpath, name)))
+    decode.init_worker(decode.DEFAULT_MAX_PIXELS)
+    pool._keep_freed_memory()  # as in a decode worker
+    variants = {"exact": (False, False), "fast_pillow": (True, False), "fast_imagecodecs": (True, True)}
+    if importlib.util.find_spec("imagecodecs") is None:
+        del variants["fast_imagecodecs"]
+    out: dict[str, dict[str, float]] = {}
+    for ext, paths in sorted(by_ext.items()):
+        paths = paths[:per_ext]
+        best = {name: float("inf") for name in variants}
+        for _ in range(rounds):
+            for name, (fast, codecs) in variants.items():
+                decode._codecs = None if codecs else False
+                t = time.process_time()
+                for path in paths:
+                    decode.decode_file(path, (50,), fast)
+                best[name] = min(best[name], (time.process_time() - t) / len(paths) * 1000)
+        out[ext] = {"files": len(paths), **{k: round(v, 2) for k, v in best.items()}}
+        print(f"  .{ext}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in best.items()), file=sys.stderr)
+    decode._codecs = None
+    return out
+
+
 def groups_of(catalog: Path, similarity: str) -> set[frozenset[str]]:
     from difpy_index import Index
 
@@ -204,6 +239,9 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, help="keep corpora here (reused between runs)")
     ap.add_argument("--skip-difpy", action="store_true")
     ap.add_argument("--skip-czkawka", action="store_true")
+    ap.add_argument("--per-format", type=int, default=0, metavar="N",
+                    help="also time N files of each extension in-process (CPU ms per file: "
+                         "exact, fast with Pillow only, fast with imagecodecs)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds, each running every tool once in turn; the best round of "
                          "each tool counts (a shared machine's load only ever slows a run)")
@@ -284,6 +322,7 @@ def main() -> int:
             "cpu_ratio_czkawka_over_fast": cpu_ratio("czkawka", "fast"),
             "timings": {name: t.as_json() for name, t in times.items() if t.wall},
             "load_average_after": round(os.getloadavg()[0], 1),
+            "cpu_ms_per_file": per_format(folder, a.per_format) if a.per_format else None,
             "mse_fast_vs_exact": fast_vs_exact(exact_cat, fast_cat),
             "groups": same,
         }
