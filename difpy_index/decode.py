@@ -269,10 +269,11 @@ def _codec_decode(img: Any, fh: IO[bytes]) -> tuple[Any, int | None] | None:
     global _codecs
     if _codecs is None:
         try:
-            import imagecodecs
+            import imagecodecs as module
         except ImportError:
-            imagecodecs = False
-        _codecs = imagecodecs
+            _codecs = False
+        else:
+            _codecs = module
     if _codecs is False or img.mode not in ("RGB", "RGBA") or getattr(img, "is_animated", False):
         return None
     import numpy as np
