@@ -343,17 +343,24 @@ def target_path_problem(target: bytes, dest: bytes, seen: set[bytes] | None = No
     return None
 
 
-def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: bool = False) -> ActionReport:
-    """Move every verified lower-quality file under ``destination`` (see module docstring)."""
+def check_move_to(result: SearchResult, destination: str | os.PathLike[str]) -> tuple[bytes, list[bytes], list[bytes]]:
+    """Refuse a bad DEST for ``result`` (ActionRefused / UsageError, exit 2) before anything
+    is written: (DEST resolved, the indexed roots, the searched folders)."""
     if not isinstance(destination, (str, os.PathLike)) or not os.fspath(destination):
         raise ActionRefused(f"invalid destination {destination!r}: must be a folder path")
-    index = _index_of(result)
     dest = os.path.realpath(os.fsencode(os.path.expanduser(os.fspath(destination))))
-    report = ActionReport("move", dry_run=dry_run, destination=os.fsdecode(dest))
-    root_by_id = index.roots_by_id()
-    roots = sorted(root_by_id.values())
+    roots = sorted(_index_of(result).roots_by_id().values())
     searched = [os.path.realpath(os.fsencode(f)) for f in result.folders]
     check_destination(dest, roots, searched)
+    return dest, roots, searched
+
+
+def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: bool = False) -> ActionReport:
+    """Move every verified lower-quality file under ``destination`` (see module docstring)."""
+    dest, roots, searched = check_move_to(result, destination)
+    index = _index_of(result)
+    root_by_id = index.roots_by_id()
+    report = ActionReport("move", dry_run=dry_run, destination=os.fsdecode(dest))
     steps, skips = steps_for(result)
     report.skipped.extend(skips)
     if steps and not dry_run:
@@ -509,5 +516,5 @@ def delete(result: SearchResult, silent_del: bool = False, dry_run: bool = False
     return report
 
 
-__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "check_destination", "delete",
+__all__ = ["ActionRefused", "ActionReport", "Skip", "Step", "check_destination", "check_move_to", "delete",
            "move_to", "steps_for"]

@@ -127,6 +127,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise UsageError(
             "refusing to delete without confirmation: no terminal to ask (pass -sd True)"
         )
+    if args.move_to is not None:
+        se.check_move_to(args.move_to)  # a DEST inside a searched folder: exit 2, nothing written
     written = write_difpy_files(
         {"result": se.result, "lower_quality": se.lower_quality, "stats": se.stats}, out_dir
     )

@@ -366,6 +366,12 @@ class Search:
         """The groups with each member's MSE and matching rotation (``GroupInfo``)."""
         return self._found.groups
 
+    def check_move_to(self, destination_path: str | os.PathLike[str]) -> None:
+        """Refuse (exit 2) a destination ``move_to`` would refuse, before anything is written."""
+        if not isinstance(destination_path, (str, os.PathLike)):
+            raise UsageError('Invalid value for "destination_path" parameter: must be of type STR.')
+        self._found.check_move_to(os.fspath(destination_path))
+
     def move_to(self, destination_path: str | os.PathLike[str]) -> Any:
         """Move the lower-quality files into ``destination_path``, never overwriting a file;
         each file is checked against the catalog first. Returns the ``ActionReport``."""

@@ -112,6 +112,12 @@ class SearchResult:
 
         return move_to(self, destination, dry_run=dry_run)
 
+    def check_move_to(self, destination: str | Any) -> None:
+        """Refuse a destination ``move_to`` would refuse (exit 2), before any output is written."""
+        from .actions import check_move_to
+
+        check_move_to(self, destination)
+
     def delete(self, silent_del: bool = False, dry_run: bool = False) -> ActionReport:
         """Delete every lower-quality file after verification (asks unless ``silent_del``)."""
         from .actions import delete

@@ -266,6 +266,17 @@ def test_move_to_moves_the_lower_quality_files(tmp_path: Path) -> None:
     assert f"Moved {len(lower)} file(s)" in res.stdout
 
 
+def test_move_into_the_searched_folder_is_refused_before_any_output(tmp_path: Path) -> None:
+    paths = corpus(tmp_path)
+    res = run_dif("-D", tmp_path / "A", "-mv", tmp_path / "A" / "dups", "-Z", tmp_path / "out",
+                  "-p", "False", cwd=tmp_path, catalog=tmp_path / "cli.sqlite")
+    assert res.returncode == 2, res.stderr
+    assert "inside" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert all(p.exists() for p in paths.values())
+    assert not (tmp_path / "A" / "dups").exists()
+
+
 def test_delete_silently(tmp_path: Path) -> None:
     paths = corpus(tmp_path)
     res = run_dif("-D", tmp_path / "A", "-d", "True", "-sd", "True", "-Z", tmp_path / "out",

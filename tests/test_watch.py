@@ -26,7 +26,7 @@ pytestmark = pytest.mark.watch
 FAST = {"debounce": 0.2, "stable": 0.2, "interval": 0.1, "max_delay": 2.0, "processes": 1}
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, step: float = 0.02) -> None:
     """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -212,7 +212,7 @@ def test_burst_is_a_few_batches(tmp_path: Path, root: Path, monkeypatch: pytest.
             assert w.ready.wait(10)
             for i in range(500):
                 write_image(root / f"burst_{i:03d}.png", 1000 + i, size=(8, 8))
-            wait_until(lambda: len(rows(cat)) == 500, timeout=30)
+            wait_until(lambda: len(rows(cat)) == 500, timeout=90)
     assert sum(calls) >= 500 and len(calls) <= 15, calls
     assert sum(records) == 500 and len(records) <= 15, records
 
@@ -297,7 +297,7 @@ def test_concurrent_update_and_reads_from_other_processes(tmp_path: Path, root: 
                 procs.append(_cli(cat, "query", str(other / "o1.png")))
                 procs.append(_cli(cat, "search", "--json"))
         outs = [(p.args, *p.communicate(timeout=60), p.returncode) for p in procs]
-        wait_until(lambda: len(rows(cat)) == 160, timeout=20)
+        wait_until(lambda: len(rows(cat)) == 160, timeout=60)
     for args, _out, err, rc in outs:
         assert "locked" not in err, (args, err)
         assert rc == 0, (args, err)
@@ -331,19 +331,19 @@ def test_signal_stops_the_daemon_with_exit_0(tmp_path: Path, root: Path, sig: in
     write_image(root / "a.png", 1)
     proc = _cli(cat, "watch", "--polling", "--processes", "1", str(root))
     try:
-        wait_until(lambda: b(root / "a.png") in rows(cat), timeout=20)
+        wait_until(lambda: b(root / "a.png") in rows(cat), timeout=60)
         write_image(root / "b.png", 2)
-        wait_until(lambda: b(root / "b.png") in rows(cat), timeout=10)
+        wait_until(lambda: b(root / "b.png") in rows(cat), timeout=30)
         t0 = time.monotonic()
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=30)
         took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert took < 5, took
+    assert took < 15, took  # promptly: not after a debounce backlog (generous: shared CI)
     assert f"received {signal.Signals(sig).name}" in err
     # every log line starts with a timestamp
     lines = [ln for ln in err.splitlines() if ln.strip()]
