@@ -15,17 +15,22 @@ A pair matches under ``near`` when either
   term keeps smooth pictures (sky, bokeh, gradients) from matching each other, and an image
   whose detail is weaker than ``MIN_DETAIL`` (grey levels RMS) is left to the MSE.
 
-Features come from the cached 50 px tensor alone (no decode, nothing stored): uniform
-borders (letterbox bars, screenshot margins) are trimmed on luma, and the rest is
-area-resampled to ``SIDE x SIDE`` luma three times: the whole trimmed picture and its
-central ``CROPS`` shares (so a copy whose borders were cropped meets its original's centre).
+Features come from the cached 50 px tensor alone (``lumas``; the catalog stores them per
+image, so a search only reads them): uniform borders (letterbox bars, screenshot margins)
+are trimmed on luma, and the rest is area-resampled to ``SIDE x SIDE`` luma three times:
+the whole trimmed picture and its central ``CROPS`` shares (so a copy whose borders were
+cropped meets its original's centre).
 
-Search is exact for that rule: a lower bound on the distance between standardised vectors
-(``|a - b|^2 = 2 D (1 - corr)``) from their coarse 4 x 4 block projections, one BLAS
-product per block of rows against every orientation of the others, skips pairs that
-cannot match; the survivors are checked per orientation and variant on the coarse grid,
-then in full (float64). Groups are claimed in quality-rank order over the union of both
-rules, as in match.py, so results never depend on file order.
+Search is exact for both rules, and no pair is compared in 8 orientations until it is
+likely to match. Each picture gets *orientation invariants* (``_fold``): the low DCT
+frequencies of its vectors, folded so that a mirror or a quarter turn leaves them alone
+and no distance grows, so their distance is a lower bound of the distance in the best
+orientation. ``join`` finds the pairs within the rule's radius with one BLAS product per
+block of rows (sorted on the first invariant, so for the MSE rule only pictures of about
+the same brightness meet); the survivors are checked per orientation, first on coarse
+blocks, then in full (float64 correlations; integer MSE). Groups are claimed in
+quality-rank order over the union of both rules, as in match.py, so results never depend
+on file order.
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ MIN_DETAIL_CORR = 0.94
 MIN_DETAIL = 3.0
 #: Variant pairs compared: (a's, b's); 0 = whole trimmed picture, 1.. = its centres.
 COMBOS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
+#: DCT frequencies (k + l below it) of the folded invariants: correlation rule on the
+#: 16 px luma; MSE rule on a 10 x 10 block grid, luma and two chroma channels.
+_K_CORR = 11
+_K_MSE = 6
+_K_CHROMA = 2
+_MSE_GRID = 10
 _BLOCK = 2  # coarse grid for the bounds: SIDE / _BLOCK = 8 blocks a side
 _CHUNK = 512
 _ROWS = 256
@@ -89,6 +100,10 @@ class Features:
     cdetail: np.ndarray
     energy: np.ndarray  #: detail RMS of variant 0, grey levels
     eligible: np.ndarray  #: may match by correlation
+    #: orientation invariants of ``full`` and ``detail`` (n, v, k), scaled so that a
+    #: squared distance above 1 rules a pair out (``_fold``)
+    efull: np.ndarray
+    edetail: np.ndarray
 
 
 # --------------------------------------------------------------------------- features
@@ -163,20 +178,16 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x / np.maximum(rms, _EPS)[..., None], rms
 
 
-def features(tensors: np.ndarray, rows: np.ndarray | None = None) -> Features:
-    """Near features of ``tensors[rows]`` (chunked to bound memory)."""
-    rows = np.arange(len(tensors)) if rows is None else np.asarray(rows, dtype=np.intp)
-    n, d = len(rows), SIDE * SIDE
-    q = _smooth_basis(SIDE)
-    nv = 1 + len(CROPS)
-    full = np.empty((n, nv, d))
-    detail = np.empty((n, nv, d))
-    energy = np.empty(n)
-    flat_rms = np.empty(n)
+def lumas(tensors: np.ndarray) -> np.ndarray:
+    """(n, V, D) float32: each tensor's luma, uniform borders trimmed, area-averaged to
+    ``SIDE x SIDE`` over the whole trimmed picture and its central ``CROPS`` shares.
+
+    What the catalog stores per image (``pack``); everything else is derived from it."""
+    n, d = len(tensors), SIDE * SIDE
+    out = np.empty((n, 1 + len(CROPS), d), dtype=np.float32)
     for c0 in range(0, n, _CHUNK):
-        t = np.asarray(tensors[rows[c0 : c0 + _CHUNK]])
-        c = len(t)
-        ti = t.astype(np.int32)
+        ti = np.asarray(tensors[c0 : c0 + _CHUNK]).astype(np.int32)
+        c = len(ti)
         lum = (ti[..., 0] * 299 + ti[..., 1] * 587 + ti[..., 2] * 114) / 1000.0
         box = trim_boxes(lum)
         cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
@@ -184,15 +195,251 @@ def features(tensors: np.ndarray, rows: np.ndarray | None = None) -> Features:
         boxes = [box] + [np.stack([cx - bw * s / 2, cy - bh * s / 2, cx + bw * s / 2,
                                    cy + bh * s / 2], axis=1) for s in CROPS]
         for v, b in enumerate(boxes):
-            r = _area_resample(lum, b, SIDE).reshape(c, d)
-            f = r - r.mean(axis=1, keepdims=True)
-            full[c0 : c0 + c, v], rms = _standardise(f)
-            dt = r - (r @ q) @ q.T
-            detail[c0 : c0 + c, v], e = _standardise(dt)
-            if v == 0:
-                energy[c0 : c0 + c], flat_rms[c0 : c0 + c] = e, rms
+            out[c0 : c0 + c, v] = _area_resample(lum, b, SIDE).reshape(c, d)
+    return out
+
+
+def pack(lum: np.ndarray) -> bytes:
+    """One image's ``lumas`` row as the catalog blob (little-endian float32)."""
+    return np.ascontiguousarray(lum, dtype="<f4").tobytes()
+
+
+def unpack(blobs: list[bytes]) -> np.ndarray:
+    """Catalog blobs -> (n, V, D) float32 (``pack``'s inverse)."""
+    shape = (len(blobs), 1 + len(CROPS), SIDE * SIDE)
+    if not blobs:
+        return np.zeros(shape, dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(shape).astype(np.float32)
+
+
+def features(tensors: np.ndarray | None, rows: np.ndarray | None = None,
+             stored: np.ndarray | None = None) -> Features:
+    """Near features of ``tensors[rows]``, or of their ``stored`` lumas (``lumas``) when
+    given (aligned with ``rows``): the catalog's, so no tensor is resampled again."""
+    if stored is None:
+        assert tensors is not None
+        rows = np.arange(len(tensors)) if rows is None else np.asarray(rows, dtype=np.intp)
+        stored = np.concatenate([lumas(tensors[rows[c0 : c0 + _CHUNK]])
+                                 for c0 in range(0, len(rows), _CHUNK)]) if len(rows) else \
+            np.zeros((0, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
+    r = np.asarray(stored, dtype=np.float64)
+    q = _smooth_basis(SIDE)
+    f = r - r.mean(axis=2, keepdims=True)
+    full, rms = _standardise(f)
+    detail, e = _standardise(r - (r @ q) @ q.T)
+    energy, flat_rms = e[:, 0], rms[:, 0]
     eligible = (energy >= MIN_DETAIL) & (flat_rms > _EPS)
-    return Features(full, detail, _coarse(full), _coarse(detail), energy, eligible)
+    lim_f, lim_d = _limits()
+    basis, plan = _fold_plan(SIDE, _K_CORR)
+    efull = _fold(full @ basis, plan) / math.sqrt(lim_f)
+    edetail = _fold(detail @ basis, plan) / math.sqrt(lim_d)
+    return Features(full, detail, _coarse(full), _coarse(detail), energy, eligible,
+                    efull, edetail)
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def _dct(n: int) -> np.ndarray:
+    """(n, n) orthonormal DCT-II: row k is cos(pi (x + 1/2) k / n), normalised. Row k
+    is symmetric (k even) or antisymmetric (k odd) under x -> n - 1 - x."""
+    k = np.arange(n)[:, None]
+    m = np.cos(np.pi * (np.arange(n)[None] + 0.5) * k / n) * math.sqrt(2 / n)
+    m[0] /= math.sqrt(2)
+    out: np.ndarray = m
+    return out
+
+
+def _fold_plan(n: int, k_max: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The orthonormal 2-D DCT basis vectors (n*n, f) with frequencies k + l < ``k_max``
+    and how ``_fold`` makes orientation invariants of their coefficients.
+
+    A mirror multiplies coefficient (k, l) by (-1)**k (or (-1)**l), a transpose swaps (k, l)
+    and (l, k), so each (k, l)/(l, k) pair spans a plane the 8 orientations act on as a
+    reflection group, and each diagonal (k, k) a line. Folding a plane into its group's
+    fundamental chamber is invariant and never lengthens a distance."""
+    c = _dct(n)
+    cols: list[np.ndarray] = []
+    kinds: dict[str, list[int]] = {"even": [], "odd": [], "mixed": [], "ee": [], "oo": []}
+    for k in range(k_max):
+        for ll in range(k, k_max - k):
+            at = len(cols)
+            cols.append(np.outer(c[k], c[ll]).ravel())
+            if k == ll:
+                kinds["even" if k % 2 == 0 else "odd"].append(at)
+                continue
+            cols.append(np.outer(c[ll], c[k]).ravel())
+            kind = "mixed" if (k + ll) % 2 else ("ee" if k % 2 == 0 else "oo")
+            kinds[kind].append(at)
+    plan = tuple(np.array(kinds[x], dtype=np.intp) for x in ("even", "odd", "mixed", "ee", "oo"))
+    return np.stack(cols, axis=1), plan
+
+
+def _fold(c: np.ndarray, plan: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Orientation invariants (..., k) of DCT coefficients (..., f) (see ``_fold_plan``):
+    1-Lipschitz, so ``|fold(a) - fold(b)| <= |a - g b|`` for every orientation g."""
+    even, odd, mixed, ee, oo = plan
+    h = math.sqrt(0.5)
+    am, bm = np.abs(c[..., mixed]), np.abs(c[..., mixed + 1])
+    se, de = (c[..., ee] + c[..., ee + 1]) * h, (c[..., ee] - c[..., ee + 1]) * h
+    so, do = (c[..., oo] + c[..., oo + 1]) * h, (c[..., oo] - c[..., oo + 1]) * h
+    out: np.ndarray = np.concatenate([
+        c[..., even], np.abs(c[..., odd]), np.minimum(am, bm), np.maximum(am, bm),
+        se, np.abs(de), np.abs(so), np.abs(do)], axis=-1)
+    return out
+
+
+def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) orientation invariants of ``tensors[rows]`` whose squared distance is at most
+    ``MSE / threshold`` for every orientation: the pixels' channel sum and two chroma
+    differences (an orthonormal change of colour basis), block sums on a symmetric grid
+    (an orthogonal projection), their low DCT frequencies (an orthonormal basis), folded.
+    Also the (n, m, m, 3) projections themselves, same scale: their squared distance after
+    turning one of them bounds that rotation's MSE / threshold."""
+    from .match import _block_sums, _segments
+
+    px = tensors.shape[1]
+    bounds = _segments(px, _MSE_GRID)
+    seg = np.diff(bounds).astype(np.float64)
+    m = len(seg)
+    norm = 1.0 / np.sqrt(np.outer(seg, seg).ravel())
+    colour = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]], dtype=np.float64)
+    colour /= np.linalg.norm(colour, axis=1, keepdims=True)
+    luma_basis, luma_plan = _fold_plan(m, min(_K_MSE, m))
+    chroma_basis, chroma_plan = _fold_plan(m, min(_K_CHROMA, m))
+    scale = 1.0 / math.sqrt(px * px * 3 * threshold)
+    parts = []
+    blocks = np.empty((len(rows), m, m, 3))
+    for c0 in range(0, len(rows), _CHUNK):
+        g = _block_sums(tensors[rows[c0 : c0 + _CHUNK]], bounds)  # (c, m, m, 3)
+        g = (g.reshape(len(g), m * m, 3) @ colour.T) * norm[None, :, None]
+        blocks[c0 : c0 + len(g)] = g.reshape(len(g), m, m, 3) * scale
+        parts.append(np.concatenate([
+            _fold(g[:, :, 0] @ luma_basis, luma_plan),
+            _fold(g[:, :, 1] @ chroma_basis, chroma_plan),
+            _fold(g[:, :, 2] @ chroma_basis, chroma_plan)], axis=1) * scale)
+    if not parts:
+        return np.zeros((0, 1), dtype=np.float64), blocks
+    return np.concatenate(parts), blocks
+
+
+def join(x: np.ndarray, y: np.ndarray | None = None, radius: np.ndarray | float = 1.0,
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i, j) with ``|x_i - y_j| <= radius_j`` (one radius per column, or one
+    for all); with ``y`` None, pairs i < j of ``x`` with itself. Exact for that test: the
+    float32 products' rounding is covered by a tolerance, so it lets through a little too
+    much, never too little.
+
+    Rows are sorted by their first coordinate and each block of rows is multiplied (BLAS)
+    only with the columns whose first coordinate is within reach, so images far apart on
+    it (brightness, for the MSE invariants) are never compared."""
+    same = y is None
+    yy = x if y is None else y
+    n, m, k = len(x), len(yy), x.shape[1]
+    none = np.zeros(0, dtype=np.intp)
+    if n == 0 or m == 0 or (same and n < 2):
+        return none, none
+    rad = np.broadcast_to(np.asarray(radius, dtype=np.float64), (m,))
+    centre = np.concatenate([x, yy]).mean(axis=0) if not same else x.mean(axis=0)
+    xc, yc = x - centre, yy - centre
+    ox, oy = np.argsort(xc[:, 0], kind="stable"), np.argsort(yc[:, 0], kind="stable")
+    xs, ys, rs = xc[ox], yc[oy], rad[oy]
+    x32, y32 = xs.astype(np.float32), ys.astype(np.float32)
+    sx, sy = (xs * xs).sum(axis=1), (ys * ys).sum(axis=1)
+    # |x - y|^2 <= r^2  <=>  x.y - (|y|^2 - r^2) / 2 >= |x|^2 / 2; float32 error of x.y
+    # is below (k + 2) 2**-24 |x| |y| <= (k + 2) 2**-25 (|x|^2 + |y|^2)
+    tol = (k + 4) * 2.0**-23 * (float(sx.max()) + float(sy.max())) + 1e-9
+    col = ((sy - rs * rs) / 2).astype(np.float32)
+    rmax = float(rs.max())
+    y0 = ys[:, 0]
+    found_i: list[np.ndarray] = []
+    found_j: list[np.ndarray] = []
+    for s in range(0, n, _ROWS):
+        e = min(n, s + _ROWS)
+        lo = int(np.searchsorted(y0, xs[s, 0] - rmax - 1e-9, side="left"))
+        hi = int(np.searchsorted(y0, xs[e - 1, 0] + rmax + 1e-9, side="right"))
+        if same:
+            lo = max(lo, s)
+        if hi <= lo:
+            continue
+        g = x32[s:e] @ y32[lo:hi].T
+        g -= col[None, lo:hi]
+        keep = g >= ((sx[s:e] - tol) / 2)[:, None]
+        if same:  # later rows only
+            keep &= (np.arange(lo, hi)[None, :] > np.arange(s, e)[:, None])
+        ii, jj = np.nonzero(keep)
+        found_i.append(ox[ii + s])
+        found_j.append(oy[jj + lo])
+    if not found_i:
+        return none, none
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    if same:
+        i, j = np.minimum(i, j), np.maximum(i, j)
+    return i.astype(np.intp), j.astype(np.intp)
+
+
+def _rotated(t: np.ndarray, k: int) -> np.ndarray:
+    """``np.rot90(t, k, axes=(1, 2))`` of (c, px, px, 3) uint8, contiguous: moved as 3-byte
+    pixels, several times faster than byte by byte."""
+    if k == 0:
+        return np.ascontiguousarray(t)
+    c, px = t.shape[0], t.shape[1]
+    pix = np.ascontiguousarray(t).view(np.dtype((np.void, 3))).reshape(c, px, px)
+    out: np.ndarray = np.ascontiguousarray(np.rot90(pix, k, axes=(1, 2))).view(np.uint8)
+    return out.reshape(c, px, px, 3)
+
+
+def mse_pairs(tensors: np.ndarray, rows: np.ndarray, threshold: float, rotate: bool = True,
+              bucket: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``match.verified_pairs``'s result (every unordered pair of ``tensors[rows]`` with
+    true MSE <= ``threshold``, its MSE and the rotation of b onto a), found through the
+    orientation invariants (``mse_invariants``, ``join``) and verified exactly."""
+    from .match import _margin
+
+    inv, blocks = mse_invariants(tensors, rows, threshold)
+    lim = 1 + _margin(threshold) / max(threshold, _EPS)
+    ia, ib = join(inv, None, math.sqrt(lim))
+    if bucket is not None:
+        keep = bucket[ia] == bucket[ib]
+        ia, ib = ia[keep], ib[keep]
+    d = int(np.prod(tensors.shape[1:]))
+    strip = -(-d // 4)
+    flat = tensors.reshape(len(tensors), d)
+    best = np.full(len(ia), np.inf)
+    best_k = np.zeros(len(ia), dtype=np.int64)
+    for c0 in range(0, len(ia), _PAIR_CHUNK):
+        a, b = ia[c0 : c0 + _PAIR_CHUNK], ib[c0 : c0 + _PAIR_CHUNK]
+        cur, cur_k = best[c0 : c0 + len(a)], best_k[c0 : c0 + len(a)]  # views
+        ba, bb = blocks[a], blocks[b]
+        for k in range(4 if rotate else 1):
+            diff_b = ba - np.rot90(bb, k, axes=(1, 2))
+            sel = np.flatnonzero(np.einsum("cijk,cijk->c", diff_b, diff_b) <= lim)
+            if len(sel) == 0:
+                continue
+            # each image is turned once, not once per pair
+            ub, inv_b = np.unique(b[sel], return_inverse=True)
+            yr = _rotated(tensors[rows[ub]], k).reshape(len(ub), d)
+            xa = rows[a[sel]]
+            ss = np.zeros(len(sel))
+            live = np.arange(len(sel))
+            for p0 in range(0, d, strip):
+                # differences and their squares (<= 255**2) are integers float32 holds
+                # exactly; their sums, in float64, too. A partial sum already above the
+                # threshold rules the rotation out: the rest only adds to it.
+                sq = np.subtract(flat[xa[live], p0 : p0 + strip],
+                                 yr[inv_b[live], p0 : p0 + strip], dtype=np.float32)
+                sq *= sq
+                ss[live] += sq.sum(axis=1, dtype=np.float64)
+                live = live[ss[live] / d <= threshold]
+            sel = sel[live]
+            mse = ss[live] / d
+            better = mse < cur[sel]
+            cur[sel[better]] = mse[better]
+            cur_k[sel[better]] = k
+    hit = best <= threshold
+    order = np.lexsort((ib[hit], ia[hit]))
+    return ia[hit][order], ib[hit][order], best[hit][order], 90 * best_k[hit][order]
 
 
 # --------------------------------------------------------------------------- scores
@@ -253,70 +500,43 @@ def pair_scores(feat: Features, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndar
     return ok, k // nc, best
 
 
-def _max_product(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """(r, k) x (o, c, k) -> (r, c): the largest product over the orientations ``o``."""
-    g = x @ ys[0].T
-    for o in range(1, len(ys)):
-        np.maximum(g, x @ ys[o].T, out=g)
-    return g
-
-
 def candidate_pairs(feat: Features, rows_ok: np.ndarray, bucket: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Unordered pairs (i < j) of eligible rows that the coarse luma bound cannot rule out.
+    """Unordered pairs (i < j) of eligible rows that the orientation invariants cannot
+    rule out for any variant pair (``COMBOS``).
 
-    Blocks of rows against every orientation of every other row, one BLAS matmul each
-    (float64): whole picture against whole picture (radius ``r``), and whole picture
-    against the first centre crop, for all ordered pairs, with the radius grown by the
-    coarse distance between the two crops (triangle inequality), so that one product
-    covers every crop variant, and the reversed variant pairs come from the reversed order.
-    """
-    lim_f, _ = _limits()
+    The detail invariants rule out nearly every unrelated pair on their own: one ``join``
+    of the whole pictures with themselves and one of the whole pictures against every
+    picture's crops; the survivors must also pass the luma invariants, both for one
+    variant pair."""
     idx = np.flatnonzero(rows_ok)
+    none = np.zeros(0, dtype=np.intp)
     n = len(idx)
     if n < 2:
-        none = np.zeros(0, dtype=np.intp)
         return none, none
-    c = feat.cfull[idx]  # (n, v, m, m)
-    k = c.shape[2] * c.shape[3]
-    # float32 products (twice as fast, half the memory); their rounding error, at most
-    # about k * 2**-23 * |x| |y| <= 2e-3 here, is covered by ``tol``
-    x = c[:, 0].reshape(n, k).astype(np.float32)
-    sq = (c[:, 0].reshape(n, k) ** 2).sum(axis=1)
-    y0 = np.stack([orient(c[:, 0], o).reshape(n, k) for o in range(8)]).astype(np.float32)
-    y1 = np.stack([orient(c[:, 1], o).reshape(n, k) for o in range(8)]).astype(np.float32)
-    sq1 = (c[:, 1].reshape(n, k) ** 2).sum(axis=1)
-    spread = np.zeros(n)
-    for v in range(2, c.shape[1]):
-        spread = np.maximum(spread, np.sqrt(((c[:, v] - c[:, 1]) ** 2).sum(axis=(1, 2))))
-    r = math.sqrt(lim_f)
-    tol = 0.05
-    bk = None if bucket is None else bucket[idx]
-    # |x - y|^2 <= R^2  <=>  x.y - |y|^2 / 2 >= (|x|^2 - R^2) / 2: one subtraction per entry
-    col0 = (sq / 2).astype(np.float32)
-    col1 = ((sq1 - (r + spread) ** 2) / 2).astype(np.float32)
-    row0 = (sq - r * r - tol) / 2
-    row1 = (sq - tol) / 2
-    found: list[np.ndarray] = []
-    for s in range(0, n, _ROWS):
-        e = min(n, s + _ROWS)
-        rows = np.arange(s, e)
-        # whole against whole, later rows only
-        g = _max_product(x[s:e], y0[:, s:])
-        g -= col0[None, s:]
-        keep = g >= row0[s:e, None]
-        keep[:, : e - s] &= np.arange(s, e)[None, :] > rows[:, None]
-        ii, jj = np.nonzero(keep)
-        found.append(np.stack([ii + s, jj + s]))
-        # whole against the other's crops, every other row (both orders)
-        g = _max_product(x[s:e], y1)
-        g -= col1[None, :]
-        keep = g >= row1[s:e, None]
-        keep[np.arange(e - s), rows] = False
-        ii, jj = np.nonzero(keep)
-        found.append(np.stack([np.minimum(ii + s, jj), np.maximum(ii + s, jj)]))
-    pairs = np.unique(np.concatenate(found, axis=1), axis=1)
-    if bk is not None:
+    ef, ed = feat.efull[idx], feat.edetail[idx]
+    nv = ed.shape[1]
+    by_spread = np.argsort(-ed[:, 0].std(axis=0), kind="stable")  # widest coordinate first
+    a0, b0 = join(ed[:, 0][:, by_spread])
+    crops = ed[:, 1:].transpose(1, 0, 2).reshape((nv - 1) * n, -1)
+    a1, b1 = join(ed[:, 0][:, by_spread], crops[:, by_spread])
+    b1 %= n
+    other = a1 != b1
+    a1, b1 = a1[other], b1[other]
+    pairs = np.concatenate([np.stack([a0, b0]), np.stack(
+        [np.minimum(a1, b1), np.maximum(a1, b1)])], axis=1)
+    if pairs.shape[1]:
+        key = np.unique(pairs[0].astype(np.int64) * n + pairs[1])
+        pairs = np.stack([key // n, key % n]).astype(np.intp)
+    if bucket is not None:
+        bk = bucket[idx]
         pairs = pairs[:, bk[pairs[0]] == bk[pairs[1]]]
+    alive = np.zeros(pairs.shape[1], dtype=bool)
+    for va, vb in COMBOS:
+        df = ef[pairs[0], va] - ef[pairs[1], vb]
+        dd = ed[pairs[0], va] - ed[pairs[1], vb]
+        alive |= ((np.einsum("ij,ij->i", df, df) <= 1.0)
+                  & (np.einsum("ij,ij->i", dd, dd) <= 1.0))
+    pairs = pairs[:, alive]
     return idx[pairs[0]], idx[pairs[1]]
 
 
@@ -333,18 +553,21 @@ def search(
     subset: np.ndarray | None = None,
     order: np.ndarray | None = None,
     protected: np.ndarray | None = None,
+    stored: np.ndarray | None = None,
 ) -> list[NearGroup]:
     """``near`` groups, as match.find_groups' (same ranks, subset and protected rows);
-    members by (mse, path), keys in rank order."""
+    members by (mse, path), keys in rank order. ``stored``: every row's ``lumas`` (from
+    the catalog), else they are computed from the tensors."""
     from . import match
 
     scope = match.search_scope(widths, heights, sizes, paths, subset, order, protected, same_dim)
     if scope is None:
         return []
     rows, rank, prot, bucket, local_paths = scope
-    pairs = match.verified_pairs(tensors, rows, NEAR_THRESHOLD, True, bucket)
+    pairs = mse_pairs(tensors, rows, NEAR_THRESHOLD, True, bucket)
     out = []
-    for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs):
+    lum = None if stored is None else np.asarray(stored)[rows]
+    for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs, lum):
         members.sort(key=lambda m: (m.mse, local_paths[m.index]))
         out.append(NearGroup(int(rows[key]), tuple(
             NearMember(int(rows[m.index]), m.mse, m.rotation, m.mirror, m.measure, m.value)
@@ -359,6 +582,7 @@ def find_groups(
     prot: np.ndarray,
     bucket: np.ndarray | None,
     mse_pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    stored: np.ndarray | None = None,
 ) -> list[tuple[int, list[NearMember]]]:
     """Groups (local row indices) claimed in rank order over the union of both rules.
 
@@ -368,7 +592,7 @@ def find_groups(
     from .match import mse_exact
 
     n = len(rows)
-    feat = features(tensors, rows)
+    feat = features(tensors, rows, stored)
     ca, cb = candidate_pairs(feat, feat.eligible, bucket)
     ok, orient_b, value = pair_scores(feat, ca, cb)
     ca, cb, orient_b, value = ca[ok], cb[ok], orient_b[ok], value[ok]

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from difpy_index import Index, near
-from difpy_index.match import mse_exact
+from difpy_index.match import mse_exact, verified_pairs
 
 D = near.SIDE * near.SIDE
 
@@ -78,6 +78,53 @@ def test_bounded_search_equals_brute_force(seed: int, n: int) -> None:
     ok, _, _ = near.pair_scores(feat, ca, cb)
     got = {(int(a), int(b)) for a, b, k in zip(ca, cb, ok, strict=True) if k}
     assert got == brute_force(feat)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 40), same_dim=st.booleans(),
+       threshold=st.sampled_from([5.0, 31.0, 200.0]))
+def test_mse_pairs_equal_match_verified_pairs(seed: int, n: int, same_dim: bool,
+                                             threshold: float) -> None:
+    """The MSE rule's pairs through the orientation invariants are match.py's, exactly
+    (same pairs, same MSE, same rotation)."""
+    t = related_tensors(seed, n)
+    rows = np.random.default_rng(seed).permutation(n)[: max(2, n - 3)]
+    bucket = (np.arange(len(rows)) % 2) if same_dim else None
+    mine = near.mse_pairs(t, rows, threshold, True, bucket)
+    ref = verified_pairs(t, rows, threshold, True, bucket)
+
+    def norm(r: tuple[np.ndarray, ...]) -> set[tuple[int, int, float, int]]:
+        out = set()
+        for a, b, m, k in zip(*r, strict=True):
+            a, b, k = int(a), int(b), int(k)
+            out.add((a, b, float(m), k) if a < b else (b, a, float(m), (360 - k) % 360))
+        return out
+
+    assert norm(mine) == norm(ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_invariants_bound_every_orientation(seed: int) -> None:
+    """The folded invariants never exceed the true distances they bound, in any
+    orientation: that is what makes the candidate stage exact."""
+    t = related_tensors(seed, 6)
+    feat = near.features(t)
+    inv, _ = near.mse_invariants(t, np.arange(6), 31.0)
+    lim_f, lim_d = near._limits()
+    for i in range(6):
+        for j in range(6):
+            for o in range(8):
+                turned = near.orient(t[j].transpose(2, 0, 1), o).transpose(1, 2, 0)
+                true = float(((t[i].astype(float) - turned) ** 2).mean())
+                assert ((inv[i] - inv[j]) ** 2).sum() <= true / 31.0 + 1e-9
+                for v in range(feat.full.shape[1]):
+                    fb = near.orient(feat.full[j, v].reshape(near.SIDE, near.SIDE), o).ravel()
+                    db = near.orient(feat.detail[j, v].reshape(near.SIDE, near.SIDE), o).ravel()
+                    assert (((feat.efull[i, 0] - feat.efull[j, v]) ** 2).sum()
+                            <= ((feat.full[i, 0] - fb) ** 2).sum() / lim_f + 1e-9)
+                    assert (((feat.edetail[i, 0] - feat.edetail[j, v]) ** 2).sum()
+                            <= ((feat.detail[i, 0] - db) ** 2).sum() / lim_d + 1e-9)
 
 
 @settings(max_examples=25, deadline=None)
