@@ -166,6 +166,8 @@ class Decoded:
     ctime_ns: int = 0
     #: px -> (plain, turned) digests of that tensor (``tensorhash``; made by ``decode_batch``)
     digests: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: {px: the ``near`` preset's features of that tensor} (near.tensor_blobs)
+    near: dict[int, bytes] = field(default_factory=dict)
 
 
 def one_line(exc: BaseException) -> str:
@@ -426,9 +428,12 @@ def decode_file(path: bytes, px_sizes: tuple[int, ...], fast: bool = False) -> D
         except Exception as exc:  # any decoder failure makes the file invalid
             result = Decoded(path, *stat_fields, error=one_line(exc), ctime_ns=ctime)
         else:
+            from .near import tensor_blobs
+
             result = Decoded(path, *stat_fields, width=op.width, height=op.height,
                              tensors=tensors, orientation=op.orientation,
-                             format=op.format[:16] or None, ctime_ns=ctime)
+                             format=op.format[:16] or None, ctime_ns=ctime,
+                             near=tensor_blobs(tensors))
         after = os.fstat(fh.fileno())
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_ctime_ns != ctime:
         return Decoded(path, gone=True)  # still being written: try again on the next update

@@ -595,14 +595,23 @@ class Index:
             t_search = time.time()
             groups: list[GroupInfo] = []
             found_rows: list[list[int]] = []
+            near_input: tuple[np.ndarray, np.ndarray] | None = None
             for folder, subset in scopes:
                 found: Sequence[match.Group | near.NearGroup]
                 if use_near:
-                    tensors = (self._catalog.tensor_loader(sp.px_size, recipe)(data.ids)
-                               if isinstance(data, SearchMeta) else data.tensors)
+                    if near_input is None:  # once for every folder of in_folder
+                        if isinstance(data, SearchMeta):
+                            tensors = self._catalog.tensor_loader(sp.px_size, recipe)(data.ids)
+                            blobs = self._catalog.near_blobs(data.ids, sp.px_size, recipe)
+                        else:
+                            tensors = data.tensors
+                            blobs = (data.near if data.near is not None
+                                     else [None] * len(data.paths))
+                        near_input = (tensors, near.stored_lumas(blobs, tensors))
                     found = near.search(
-                        tensors, data.widths, data.heights, data.sizes, data.paths,
+                        near_input[0], data.widths, data.heights, data.sizes, data.paths,
                         same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,
+                        stored=near_input[1],
                     )
                 elif twins is not None and isinstance(data, SearchMeta):
                     found = _twin_groups(

@@ -45,8 +45,9 @@ from .params import NEAR_THRESHOLD
 __all__ = ["NEAR_VERSION", "NearGroup", "NearMember", "features", "find_groups", "orient",
            "pair_scores", "search"]
 
-#: Bumped whenever the features or the rule change.
-NEAR_VERSION = "near-1"
+#: Bumped whenever the stored features (``lumas``) change: the catalog keeps it beside
+#: them, and a search computes rows of another version again.
+NEAR_VERSION = "near-2"
 #: Resampled luma side, the crop variant's share, and the border trimming parameters.
 SIDE = 16
 CROPS = (0.96, 0.92)
@@ -212,6 +213,30 @@ def unpack(blobs: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(shape).astype(np.float32)
 
 
+def tensor_blobs(tensors: dict[int, bytes]) -> dict[int, bytes]:
+    """{px: tensor bytes} -> {px: ``pack``ed ``lumas``}: what a decode worker stores beside
+    each tensor it makes."""
+    out = {}
+    for px, blob in tensors.items():
+        t = np.frombuffer(blob, dtype=np.uint8).reshape(1, px, px, 3)
+        out[px] = pack(lumas(t)[0])
+    return out
+
+
+def stored_lumas(blobs: list[bytes | None], tensors: np.ndarray) -> np.ndarray:
+    """(n, V, D) ``lumas`` from the catalog's blobs (None: missing or of another version),
+    the missing ones computed from ``tensors`` (aligned with ``blobs``)."""
+    out = np.empty((len(blobs), 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
+    have = np.array([b is not None for b in blobs], dtype=bool)
+    idx = np.flatnonzero(have)
+    if len(idx):
+        out[idx] = unpack([blobs[i] for i in idx])  # type: ignore[misc]
+    for c0 in range(0, len(blobs) - len(idx), _CHUNK):
+        miss = np.flatnonzero(~have)[c0 : c0 + _CHUNK]
+        out[miss] = lumas(np.asarray(tensors[miss]))
+    return out
+
+
 def features(tensors: np.ndarray | None, rows: np.ndarray | None = None,
              stored: np.ndarray | None = None) -> Features:
     """Near features of ``tensors[rows]``, or of their ``stored`` lumas (``lumas``) when
@@ -345,12 +370,15 @@ def join(x: np.ndarray, y: np.ndarray | None = None, radius: np.ndarray | float 
     xc, yc = x - centre, yy - centre
     ox, oy = np.argsort(xc[:, 0], kind="stable"), np.argsort(yc[:, 0], kind="stable")
     xs, ys, rs = xc[ox], yc[oy], rad[oy]
-    x32, y32 = xs.astype(np.float32), ys.astype(np.float32)
     sx, sy = (xs * xs).sum(axis=1), (ys * ys).sum(axis=1)
-    # |x - y|^2 <= r^2  <=>  x.y - (|y|^2 - r^2) / 2 >= |x|^2 / 2; float32 error of x.y
-    # is below (k + 2) 2**-24 |x| |y| <= (k + 2) 2**-25 (|x|^2 + |y|^2)
-    tol = (k + 4) * 2.0**-23 * (float(sx.max()) + float(sy.max())) + 1e-9
-    col = ((sy - rs * rs) / 2).astype(np.float32)
+    # |x - y|^2 <= r^2  <=>  x.y - (|y|^2 - r^2) / 2 - |x|^2 / 2 >= 0: one float32 product
+    # of (x, 1, -|x|^2 / 2) and (y, -(|y|^2 - r^2) / 2, 1). Its rounding error is below
+    # (k + 4) 2**-24 (|x|^2 + |y|^2) (the added terms included), covered by ``tol``
+    tol = (k + 6) * 2.0**-23 * (float(sx.max()) + float(sy.max()) + float(rs.max()) ** 2) + 1e-9
+    x32 = np.concatenate([xs, np.ones((n, 1)), -((sx - tol) / 2)[:, None]], axis=1
+                         ).astype(np.float32)
+    y32 = np.concatenate([ys, -((sy - rs * rs) / 2)[:, None], np.ones((m, 1))], axis=1
+                         ).astype(np.float32)
     rmax = float(rs.max())
     y0 = ys[:, 0]
     found_i: list[np.ndarray] = []
@@ -363,14 +391,14 @@ def join(x: np.ndarray, y: np.ndarray | None = None, radius: np.ndarray | float 
             lo = max(lo, s)
         if hi <= lo:
             continue
-        g = x32[s:e] @ y32[lo:hi].T
-        g -= col[None, lo:hi]
-        keep = g >= ((sx[s:e] - tol) / 2)[:, None]
+        ii, jj = np.nonzero((x32[s:e] @ y32[lo:hi].T) >= 0)
+        ii += s
+        jj += lo
         if same:  # later rows only
-            keep &= (np.arange(lo, hi)[None, :] > np.arange(s, e)[:, None])
-        ii, jj = np.nonzero(keep)
-        found_i.append(ox[ii + s])
-        found_j.append(oy[jj + lo])
+            later = jj > ii
+            ii, jj = ii[later], jj[later]
+        found_i.append(ox[ii])
+        found_j.append(oy[jj])
     if not found_i:
         return none, none
     i, j = np.concatenate(found_i), np.concatenate(found_j)
@@ -390,53 +418,81 @@ def _rotated(t: np.ndarray, k: int) -> np.ndarray:
     return out.reshape(c, px, px, 3)
 
 
-def mse_pairs(tensors: np.ndarray, rows: np.ndarray, threshold: float, rotate: bool = True,
-              bucket: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``match.verified_pairs``'s result (every unordered pair of ``tensors[rows]`` with
-    true MSE <= ``threshold``, its MSE and the rotation of b onto a), found through the
-    orientation invariants (``mse_invariants``, ``join``) and verified exactly."""
+def mse_candidates(tensors: np.ndarray, rows: np.ndarray, threshold: float,
+                   bucket: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j, local) of ``tensors[rows]`` whose invariants allow an MSE <= threshold
+    in some orientation, and the (n, m, m, 3) block projections (``mse_invariants``)."""
     from .match import _margin
 
     inv, blocks = mse_invariants(tensors, rows, threshold)
-    lim = 1 + _margin(threshold) / max(threshold, _EPS)
-    ia, ib = join(inv, None, math.sqrt(lim))
+    ia, ib = join(inv, None, math.sqrt(1 + _margin(threshold) / max(threshold, _EPS)))
     if bucket is not None:
         keep = bucket[ia] == bucket[ib]
         ia, ib = ia[keep], ib[keep]
+    return ia, ib, blocks
+
+
+def exact_mse(tensors: np.ndarray, rows: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+              blocks: np.ndarray, scale: float, threshold: float = math.inf,
+              rotate: bool = True, first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The true MSE of each pair (local indices into ``rows``) in its best rotation k of b
+    (the smallest k on a tie, as ``match.mse_exact``) and k; inf where above
+    ``threshold``. ``blocks`` (``mse_invariants`` for ``scale``, the threshold it was made
+    for) give a lower bound per rotation, so a rotation that cannot beat the threshold or
+    the best so far is skipped, and a partial sum that already exceeds them stops early.
+    ``first``: any rotation within the threshold will do (not necessarily the best one)."""
+
     d = int(np.prod(tensors.shape[1:]))
     strip = -(-d // 4)
     flat = tensors.reshape(len(tensors), d)
     best = np.full(len(ia), np.inf)
     best_k = np.zeros(len(ia), dtype=np.int64)
+    nrot = 4 if rotate else 1
     for c0 in range(0, len(ia), _PAIR_CHUNK):
         a, b = ia[c0 : c0 + _PAIR_CHUNK], ib[c0 : c0 + _PAIR_CHUNK]
         cur, cur_k = best[c0 : c0 + len(a)], best_k[c0 : c0 + len(a)]  # views
-        ba, bb = blocks[a], blocks[b]
-        for k in range(4 if rotate else 1):
-            diff_b = ba - np.rot90(bb, k, axes=(1, 2))
-            sel = np.flatnonzero(np.einsum("cijk,cijk->c", diff_b, diff_b) <= lim)
+        for k in range(nrot):
+            # the bound must allow the threshold and beat the best so far (or, with
+            # ``first``, the pair must not have matched yet); bounds of the pairs still open
+            cap = np.minimum(cur, threshold)
+            sel = np.flatnonzero(np.isinf(cur)) if first else np.arange(len(a))
+            diff_b = blocks[a[sel]] - np.rot90(blocks[b[sel]], k, axes=(1, 2))
+            lb = np.einsum("cijk,cijk->c", diff_b, diff_b) * scale
+            c_sel = cap[sel]
+            sel = sel[lb <= c_sel + 1e-6 + 1e-9 * np.where(np.isinf(c_sel), 0.0, c_sel)]
             if len(sel) == 0:
                 continue
             # each image is turned once, not once per pair
             ub, inv_b = np.unique(b[sel], return_inverse=True)
             yr = _rotated(tensors[rows[ub]], k).reshape(len(ub), d)
             xa = rows[a[sel]]
+            cap = cap[sel]
             ss = np.zeros(len(sel))
             live = np.arange(len(sel))
             for p0 in range(0, d, strip):
                 # differences and their squares (<= 255**2) are integers float32 holds
                 # exactly; their sums, in float64, too. A partial sum already above the
-                # threshold rules the rotation out: the rest only adds to it.
+                # cap rules the rotation out: the rest only adds to it.
                 sq = np.subtract(flat[xa[live], p0 : p0 + strip],
                                  yr[inv_b[live], p0 : p0 + strip], dtype=np.float32)
                 sq *= sq
                 ss[live] += sq.sum(axis=1, dtype=np.float64)
-                live = live[ss[live] / d <= threshold]
+                live = live[ss[live] / d <= cap[live]]
             sel = sel[live]
             mse = ss[live] / d
             better = mse < cur[sel]
             cur[sel[better]] = mse[better]
             cur_k[sel[better]] = k
+    return best, best_k
+
+
+def mse_pairs(tensors: np.ndarray, rows: np.ndarray, threshold: float, rotate: bool = True,
+              bucket: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``match.verified_pairs``'s result (every unordered pair of ``tensors[rows]`` with
+    true MSE <= ``threshold``, its MSE and the rotation of b onto a), found through the
+    orientation invariants (``mse_invariants``, ``join``) and verified exactly."""
+    ia, ib, blocks = mse_candidates(tensors, rows, threshold, bucket)
+    best, best_k = exact_mse(tensors, rows, ia, ib, blocks, threshold, threshold, rotate)
     hit = best <= threshold
     order = np.lexsort((ib[hit], ia[hit]))
     return ia[hit][order], ib[hit][order], best[hit][order], 90 * best_k[hit][order]
@@ -564,7 +620,12 @@ def search(
     if scope is None:
         return []
     rows, rank, prot, bucket, local_paths = scope
-    pairs = mse_pairs(tensors, rows, NEAR_THRESHOLD, True, bucket)
+    # the MSE rule's matches: any rotation within the threshold (the exact minimum is
+    # computed for the group members only)
+    ia, ib, blocks = mse_candidates(tensors, rows, NEAR_THRESHOLD, bucket)
+    hit, _ = exact_mse(tensors, rows, ia, ib, blocks, NEAR_THRESHOLD, NEAR_THRESHOLD, first=True)
+    ok = hit <= NEAR_THRESHOLD
+    pairs = (ia[ok], ib[ok], blocks)
     out = []
     lum = None if stored is None else np.asarray(stored)[rows]
     for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs, lum):
@@ -581,28 +642,28 @@ def find_groups(
     rows: np.ndarray,
     prot: np.ndarray,
     bucket: np.ndarray | None,
-    mse_pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    mse_matches: tuple[np.ndarray, np.ndarray, np.ndarray],
     stored: np.ndarray | None = None,
 ) -> list[tuple[int, list[NearMember]]]:
     """Groups (local row indices) claimed in rank order over the union of both rules.
 
-    ``mse_pairs`` are the verified MSE matches (a, b, mse, rotation of b onto a) in local
-    indices; the correlation matches are found here.
+    ``mse_matches`` are the pairs (a, b) in local indices whose MSE is within the
+    threshold in some rotation, with the block projections ``mse_invariants`` made for it;
+    the correlation matches are found here. Each member's exact MSE to its key (minimum
+    over the rotations) is computed once the groups are known.
     """
-    from .match import mse_exact
-
     n = len(rows)
     feat = features(tensors, rows, stored)
     ca, cb = candidate_pairs(feat, feat.eligible, bucket)
     ok, orient_b, value = pair_scores(feat, ca, cb)
     ca, cb, orient_b, value = ca[ok], cb[ok], orient_b[ok], value[ok]
-    ma, mb, mmse, mrot = mse_pairs
+    ma, mb, blocks = mse_matches
     # one table of undirected matches: (a, b, measure 0=mse/1=corr, value, orientation of b)
     a = np.concatenate([ma, ca]).astype(np.intp)
     b = np.concatenate([mb, cb]).astype(np.intp)
     meas = np.concatenate([np.zeros(len(ma), np.int8), np.ones(len(ca), np.int8)])
-    val = np.concatenate([np.asarray(mmse, float), value])
-    ori = np.concatenate([np.asarray(mrot, np.int64) // 90, orient_b])
+    val = np.concatenate([np.full(len(ma), np.nan), value])
+    ori = np.concatenate([np.zeros(len(ma), np.int64), orient_b])
     # direct each pair from the better-ranked image; the orientation follows
     swap = rank[a] > rank[b]
     a, b = np.where(swap, b, a), np.where(swap, a, b)
@@ -615,7 +676,7 @@ def find_groups(
     starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]]) if len(a) else np.zeros(0, int)
     ends = np.r_[starts[1:], len(a)]
     claimed = np.zeros(n, dtype=bool)
-    groups: list[tuple[int, list[NearMember]]] = []
+    claims: list[tuple[int, np.ndarray]] = []
     for s, e in zip(starts, ends, strict=False):
         key = int(a[s])
         if claimed[key]:
@@ -624,21 +685,21 @@ def find_groups(
         if len(sel) == 0:
             continue
         claimed[b[sel]] = True
-        kt = tensors[rows[key]]
+        claims.append((key, sel))
+    every = np.concatenate([sel for _, sel in claims]) if claims else np.zeros(0, np.intp)
+    mse, rot = exact_mse(tensors, rows, a[every], b[every], blocks, NEAR_THRESHOLD)
+    at = 0
+    groups: list[tuple[int, list[NearMember]]] = []
+    for key, sel in claims:
         members = []
-        for i in sel:
-            m = int(b[i])
-            if meas[i] == 0:
-                mse, rot = float(val[i]), 90 * int(ori[i])
-            else:
-                mse, rot = mse_exact(kt, tensors[rows[m]], True)
-            o = int(ori[i])
+        for i, m_mse, m_rot in zip(sel, mse[at : at + len(sel)], rot[at : at + len(sel)],
+                                   strict=True):
+            o, corr = int(ori[i]), bool(meas[i])
             members.append(NearMember(
-                m, mse, 90 * (o % 4) if meas[i] else rot, bool(o >= 4 and meas[i]),
-                "mse" if meas[i] == 0 else "correlation",
-                float(val[i]) if meas[i] else mse,
+                int(b[i]), float(m_mse), 90 * (o % 4) if corr else 90 * int(m_rot),
+                bool(o >= 4 and corr), "correlation" if corr else "mse",
+                float(val[i]) if corr else float(m_mse),
             ))
+        at += len(sel)
         groups.append((key, members))
     return groups
-
-

@@ -217,3 +217,66 @@ def test_fresh_catalog_with_pending_wal_is_still_recognised(catalog_path: Path) 
         Index.open(catalog_path).close()
     finally:
         idx.close()
+
+
+def test_schema_0004_fills_near_features_of_an_older_catalog(tmp_path: Path) -> None:
+    """A catalog written at schema 0003 (real update, real files) gets every tensor's
+    ``near`` features on upgrade, from its stored tensor (the migration reads no file:
+    the images are emptied before it runs), and a search reads them."""
+    import numpy as np
+    from alembic import command
+
+    from difpy_index import near
+
+    path = tmp_path / "old.sqlite"
+    engine = make_engine(path)
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0003")  # type: ignore[arg-type]
+    engine.dispose()
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for p in range(3):  # three pictures, each with a mirrored, darker copy
+        rng = np.random.default_rng(p)
+        base = np.kron(rng.uniform(0, 255, (8, 8, 3)), np.ones((12, 12, 1)))
+        base = np.clip(base + rng.normal(0, 12, base.shape), 0, 255)
+        Image.fromarray(base.astype(np.uint8)).save(imgs / f"{2 * p}.png")
+        Image.fromarray((base[:, ::-1] * 0.8).astype(np.uint8)).save(imgs / f"{2 * p + 1}.png")
+    conn = sqlite3.connect(path)
+    # what difpy-index at 0003 wrote: files and tensors (these columns only)
+    conn.execute("INSERT INTO roots(id, path, added_ns) VALUES (1, ?, 0)", (str(imgs).encode(),))
+    from difpy_index.decode import decode_file, recipe
+
+    for i in range(6):
+        d = decode_file(str(imgs / f"{i}.png").encode(), (50, 32))
+        conn.execute(
+            "INSERT INTO files(id, root_id, path, size, mtime_ns, inode, ctime_ns, status, width,"
+            " height, updated_ns) VALUES (?, 1, ?, ?, ?, ?, ?, 'ok', ?, ?, 0)",
+            (i + 1, d.path, d.size, d.mtime_ns, d.inode, d.ctime_ns, d.width, d.height))
+        for px, blob in d.tensors.items():
+            conn.execute("INSERT INTO tensors(file_id, px_size, recipe, data, pixel_sum) "
+                         "VALUES (?, ?, ?, ?, 0)", (i + 1, px, recipe(), blob))
+    conn.commit()
+    conn.close()
+    saved = {p: p.read_bytes() for p in imgs.iterdir()}
+    for p in saved:
+        p.write_bytes(b"")
+    assert migrate.inspect_file(path) == "0003"
+    with Index.open(path) as idx:
+        assert idx.status()["schema"] == migrate.HEAD
+    for p, data in saved.items():
+        p.write_bytes(data)
+    with Index.open(path) as idx:
+        result = idx.search(similarity="near")
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT px_size, data, near, near_version FROM tensors").fetchall()
+    conn.close()
+    assert len(rows) == 12
+    for px, data, blob, version in rows:
+        t = np.frombuffer(data, np.uint8).reshape(1, px, px, 3)
+        assert version == near.NEAR_VERSION
+        assert blob == near.pack(near.lumas(t)[0])
+    # the three pictures with their mirrored copies, by the correlation rule
+    assert len(result.groups) == 3
+    assert all(m.measure == "correlation" and m.mirror for g in result.groups for m in g.members)

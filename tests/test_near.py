@@ -260,3 +260,43 @@ def test_no_candidate_pairs_is_no_group() -> None:
     assert len(ok) == len(orient_) == len(value) == 0
     paths = [b"/x/a.png", b"/x/b.png", b"/x/c.png"]
     assert near.search(t, np.full(3, 50), np.full(3, 50), np.arange(3), paths) == []
+
+
+def test_update_stores_features_and_search_reads_them(tmp_path: Path) -> None:
+    """``update``'s workers store each tensor's features; a search reads them, and
+    computes again the rows whose features are missing or of another version."""
+    import sqlite3
+
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for p in range(4):  # pictures with a mirrored, brighter copy each
+        rng = np.random.default_rng(p)
+        base = np.kron(rng.uniform(0, 200, (8, 8, 3)), np.ones((12, 12, 1)))
+        base = np.clip(base + rng.normal(0, 12, base.shape), 0, 255)
+        Image.fromarray(base.astype(np.uint8)).save(imgs / f"{p}a.png")
+        Image.fromarray(np.clip(base[::-1] * 1.2, 0, 255).astype(np.uint8)).save(imgs / f"{p}b.jpg")
+    cat = tmp_path / "c.sqlite"
+
+    def groups() -> set[frozenset[str]]:
+        with Index.open(cat) as idx:
+            res = idx.search(similarity="near")
+        return {frozenset([g.key, *(m.path for m in g.members)]) for g in res.groups}
+
+    with Index.open(cat) as idx:
+        idx.update([imgs], processes=1)
+    conn = sqlite3.connect(cat)
+    rows = conn.execute("SELECT file_id, data, near, near_version FROM tensors").fetchall()
+    assert len(rows) == 8
+    for _, data, blob, version in rows:
+        t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
+        assert version == near.NEAR_VERSION and blob == near.pack(near.lumas(t)[0])
+    first = groups()
+    assert len(first) == 4
+    # stale and missing features: the search computes them from the tensors instead
+    conn.execute("UPDATE tensors SET near = zeroblob(12), near_version = 'old' WHERE file_id % 2 = 0")
+    conn.execute("UPDATE tensors SET near = NULL, near_version = NULL WHERE file_id = 1")
+    conn.commit()
+    conn.close()
+    assert groups() == first

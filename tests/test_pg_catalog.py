@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_cluster import SEARCHES, _library
 
@@ -239,3 +240,21 @@ def test_pg_search_on_executors(pg_url: str, library) -> None:
             got = idx.search(similarity="similar", same_dim=False,
                              executor=client.get_executor(), max_band_rows=6)
         assert got.groups == want.groups
+
+
+def test_pg_near_reads_stored_features(pg_url: str, library, tmp_path: Path) -> None:
+    """``near`` on PostgreSQL reads the features ``update`` stored (near_blobs), and finds
+    what the same search finds on a SQLite catalog of the same folder."""
+    from difpy_index import near
+
+    folder, _ref = library
+    with Index.open(pg_url) as idx, Index.open(tmp_path / "lite.sqlite") as lite:
+        idx.update([folder], processes=1)
+        lite.update([folder], processes=1)
+        meta = idx._catalog.search_meta(50, idx.search_recipe(50))
+        blobs = idx._catalog.near_blobs(meta.ids, 50, idx.search_recipe(50))
+        assert blobs and all(b is not None for b in blobs)
+        tensors = idx._catalog.tensor_loader(50, idx.search_recipe(50))(meta.ids)
+        assert np.array_equal(near.stored_lumas(blobs, tensors), near.lumas(tensors))
+        got, want = idx.search(similarity="near"), lite.search(similarity="near")
+    assert got.groups == want.groups

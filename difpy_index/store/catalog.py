@@ -60,6 +60,8 @@ class SearchInput:
     formats: list[str | None] | None = None  # Pillow format name, None where not recorded
     #: EXIF orientation tag per file, 0 when absent (recorded, never applied to tensors)
     orientations: np.ndarray | None = None
+    #: the ``near`` preset's stored features per file (None: missing or outdated)
+    near: list[bytes | None] | None = None
 
     def take(self, rows: np.ndarray) -> SearchInput:
         """The same columns restricted to ``rows`` (in that order)."""
@@ -69,6 +71,7 @@ class SearchInput:
             mtimes=None if self.mtimes is None else self.mtimes[rows],
             formats=None if self.formats is None else [self.formats[i] for i in rows],
             orientations=None if self.orientations is None else self.orientations[rows],
+            near=None if self.near is None else [self.near[i] for i in rows],
         )
 
 
@@ -445,6 +448,8 @@ class Catalog:
 
         if not results:
             return
+        from ..near import NEAR_VERSION as near_version
+
         stamp = now_ns()
         with self.write() as conn:
             paths = [d.path for d in results]
@@ -500,7 +505,8 @@ class Catalog:
                 conn.execute(delete(Tensor).where(Tensor.file_id.in_(invalid)))
             trows = [
                 {"file_id": ids[d.path], "px_size": px, "recipe": recipe, "data": blob,
-                 "pixel_sum": pixel_sum(blob), **_digest_cols(d, px, blob)}
+                 "pixel_sum": pixel_sum(blob), **_digest_cols(d, px, blob), "near": d.near.get(px),
+                 "near_version": near_version if px in d.near else None}
                 for d in results
                 if not d.error
                 for px, blob in d.tensors.items()
@@ -511,7 +517,8 @@ class Catalog:
                     tins.on_conflict_do_update(
                         index_elements=["file_id", "px_size"],
                         set_={k: tins.excluded[k]
-                              for k in ("recipe", "data", "pixel_sum", "digest", "turned_digest")},
+                              for k in ("recipe", "data", "pixel_sum", "digest", "turned_digest",
+                                        "near", "near_version")},
                     ),
                     trows,
                 )
@@ -618,8 +625,12 @@ class Catalog:
         """Every valid file (optionally below ``folders``) with its tensor, one matrix."""
         import numpy as np
 
+        from ..near import NEAR_VERSION
+
         rows = self._tensor_rows("f.path, f.size, f.width, f.height, t.data, f.mtime_ns, f.format, "
-                                 "coalesce(f.orientation, 0)", px_size, recipe, folders)
+                                 "coalesce(f.orientation, 0), "
+                                 f"CASE WHEN t.near_version = '{NEAR_VERSION}' THEN t.near END",
+                                 px_size, recipe, folders)
         n = len(rows)
         blob = b"".join(r[4] for r in rows)
         tensors = np.frombuffer(blob, dtype=np.uint8).reshape(n, px_size, px_size, 3)
@@ -633,7 +644,25 @@ class Catalog:
             mtimes=cols[:, 3].copy(),
             formats=[r[6] for r in rows],
             orientations=cols[:, 4].copy(),
+            near=[None if r[8] is None else bytes(r[8]) for r in rows],
         )
+
+    def near_blobs(self, ids: np.ndarray, px_size: int, recipe: str) -> list[bytes | None]:
+        """The stored ``near`` features of these file ids' tensors, in that order (None:
+        missing or of another version than ``near.NEAR_VERSION``)."""
+        from ..near import NEAR_VERSION
+
+        where = {int(f): i for i, f in enumerate(ids.tolist())}
+        out: list[bytes | None] = [None] * len(where)
+        for chunk in _chunks(list(where), CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for fid, blob in self._raw_query(
+                f"SELECT file_id, near FROM tensors WHERE px_size = ? AND recipe = ? "
+                f"AND near_version = ? AND file_id IN ({marks})",
+                [px_size, recipe, NEAR_VERSION, *chunk],
+            ):
+                out[where[int(fid)]] = None if blob is None else bytes(blob)
+        return out
 
     def stats_below(self, folders: Sequence[bytes], px_size: int, recipe: str
                     ) -> dict[bytes, tuple[int, int, int | None, int | None, str, str | None, bool]]:

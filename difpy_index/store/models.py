@@ -71,6 +71,10 @@ class Tensor(Base):
     # (``tensorhash``): what ``duplicates`` groups by in SQL (schema 0005)
     digest: Mapped[int | None] = mapped_column(BigInteger)
     turned_digest: Mapped[int | None] = mapped_column(BigInteger)
+    # the ``near`` preset's features of this tensor (near.lumas, float32) and their layout
+    # version (near.NEAR_VERSION); NULL or another version: computed again when searched
+    near: Mapped[bytes | None] = mapped_column(LargeBinary)
+    near_version: Mapped[str | None] = mapped_column(String(16))
 
 
 Index("ix_files_status", File.status)
