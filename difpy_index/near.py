@@ -391,7 +391,8 @@ def join(x: np.ndarray, y: np.ndarray | None = None, radius: np.ndarray | float 
             lo = max(lo, s)
         if hi <= lo:
             continue
-        ii, jj = np.nonzero((x32[s:e] @ y32[lo:hi].T) >= 0)
+        # flat indices of a sparse mask: much faster than np.nonzero's two arrays
+        ii, jj = np.divmod(np.flatnonzero((x32[s:e] @ y32[lo:hi].T) >= 0), hi - lo)
         ii += s
         jj += lo
         if same:  # later rows only
