@@ -166,7 +166,7 @@ class Decoded:
     ctime_ns: int = 0
     #: px -> (plain, turned) digests of that tensor (``tensorhash``; made by ``decode_batch``)
     digests: dict[int, tuple[int, int]] = field(default_factory=dict)
-    #: {px: the ``near`` preset's features of that tensor} (near.tensor_blobs)
+    #: {px: the ``near`` preset's features of that tensor} (made per task: ``with_near``)
     near: dict[int, bytes] = field(default_factory=dict)
 
 
@@ -428,12 +428,9 @@ def decode_file(path: bytes, px_sizes: tuple[int, ...], fast: bool = False) -> D
         except Exception as exc:  # any decoder failure makes the file invalid
             result = Decoded(path, *stat_fields, error=one_line(exc), ctime_ns=ctime)
         else:
-            from .near import tensor_blobs
-
             result = Decoded(path, *stat_fields, width=op.width, height=op.height,
                              tensors=tensors, orientation=op.orientation,
-                             format=op.format[:16] or None, ctime_ns=ctime,
-                             near=tensor_blobs(tensors))
+                             format=op.format[:16] or None, ctime_ns=ctime)
         after = os.fstat(fh.fileno())
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_ctime_ns != ctime:
         return Decoded(path, gone=True)  # still being written: try again on the next update
@@ -459,8 +456,24 @@ def decode_bytes(data: bytes, path: bytes, px_sizes: tuple[int, ...]) -> tuple[i
 
 def decode_batch(paths: list[bytes], px_sizes: tuple[int, ...], fast: bool = False) -> list[Decoded]:
     """One pool task: a few files, to amortise the inter-process round trip. Each tensor's
-    digests are made here too, on the worker, not by the catalog writer."""
-    return [with_digests(decode_file(p, px_sizes, fast)) for p in paths]
+    digests and ``near`` features are made here too, on the worker, not by the catalog
+    writer; the features for the whole batch at once (one vectorised pass is several
+    times cheaper than one per file)."""
+    return with_near([with_digests(decode_file(p, px_sizes, fast)) for p in paths])
+
+
+def with_near(batch: list[Decoded]) -> list[Decoded]:
+    """``batch`` with the ``near`` features of every tensor (``near.batch_blobs``)."""
+    from dataclasses import replace
+
+    from .near import batch_blobs
+
+    done = [d for d in batch if d.tensors]
+    if not done:
+        return batch
+    blobs = batch_blobs([d.tensors for d in done])
+    extra = {id(d): b for d, b in zip(done, blobs, strict=True)}
+    return [replace(d, near=extra[id(d)]) if id(d) in extra else d for d in batch]
 
 
 def with_digests(d: Decoded) -> Decoded:

@@ -223,6 +223,18 @@ def tensor_blobs(tensors: dict[int, bytes]) -> dict[int, bytes]:
     return out
 
 
+def batch_blobs(batch: list[dict[int, bytes]]) -> list[dict[int, bytes]]:
+    """``tensor_blobs`` of many images in one vectorised pass per tensor size (what a
+    decode worker does for each of its tasks)."""
+    out: list[dict[int, bytes]] = [{} for _ in batch]
+    for px in sorted({px for tensors in batch for px in tensors}):
+        which = [i for i, tensors in enumerate(batch) if px in tensors]
+        stack = np.frombuffer(b"".join(batch[i][px] for i in which), dtype=np.uint8)
+        for i, row in zip(which, lumas(stack.reshape(len(which), px, px, 3)), strict=True):
+            out[i][px] = pack(row)
+    return out
+
+
 def stored_lumas(blobs: list[bytes | None], tensors: np.ndarray) -> np.ndarray:
     """(n, V, D) ``lumas`` from the catalog's blobs (None: missing or of another version),
     the missing ones computed from ``tensors`` (aligned with ``blobs``)."""

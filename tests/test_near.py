@@ -300,3 +300,24 @@ def test_update_stores_features_and_search_reads_them(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     assert groups() == first
+
+
+def test_batch_features_equal_one_at_a_time():
+    """Decode workers make the stored features a task at a time; a file's features must
+    not depend on which files shared its task (results never depend on scan order)."""
+    from difpy_index.near import batch_blobs, tensor_blobs
+
+    rng = np.random.default_rng(7)
+    batch = []
+    for i in range(13):
+        t50 = rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)
+        if i % 3 == 0:
+            t50[: 4 + i] = 0  # letterbox bars: trimmed boxes differ between rows
+        entry = {50: t50.tobytes()}
+        if i % 2:
+            entry[32] = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8).tobytes()
+        batch.append(entry)
+    one = [tensor_blobs(t) for t in batch]
+    for size in (1, 4, 13):
+        got = [b for i in range(0, len(batch), size) for b in batch_blobs(batch[i : i + size])]
+        assert got == one
