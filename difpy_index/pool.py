@@ -122,6 +122,22 @@ def decode_all(
 
 #: files per task on an outside executor (a Dask cluster): a network round trip per task
 EXECUTOR_TASK_FILES = 32
+#: the smallest task the batches shrink to at the end of an update (see ``tapered``)
+EXECUTOR_TASK_MIN_FILES = 4
+
+
+def tapered(items: Sequence[T], batch: int, window: int,
+            smallest: int = EXECUTOR_TASK_MIN_FILES) -> list[list[T]]:
+    """``items`` in consecutive batches of ``batch`` that shrink once fewer than ``window``
+    full batches are left (each takes ``remaining / window``, at least ``smallest``): the
+    last tasks are short, so no worker waits long for another's last big batch."""
+    out: list[list[T]] = []
+    at, n = 0, len(items)
+    while at < n:
+        size = max(smallest, min(batch, -(-(n - at) // window)))
+        out.append(list(items[at : at + size]))
+        at += size
+    return out
 
 
 def decode_task(paths: list[bytes], px_sizes: tuple[int, ...], max_pixels: int | None,
@@ -145,7 +161,8 @@ def decode_on(
     fast: bool = False,
 ) -> None:
     """Decode on any ``concurrent.futures`` executor (``distributed.Client.get_executor()``,
-    a thread or process pool): batches of paths, at most ``window`` tasks in flight.
+    a thread or process pool): batches of paths (``tapered``: up to ``batch``, smaller at
+    the end), at most ``window`` tasks in flight.
 
     A task that fails (its worker died: Dask reports ``KilledWorker`` after its retries) is
     retried one file per task; a file that fails alone is recorded as invalid. If the
@@ -154,7 +171,7 @@ def decode_on(
     from concurrent.futures import BrokenExecutor
 
     fn = partial(decode_task, px_sizes=px_sizes, max_pixels=max_pixels, fast=fast)
-    tasks = [list(paths[i : i + batch]) for i in range(0, len(paths), batch)]
+    tasks = tapered(paths, batch, window)
     try:
         lost = _run_executor(executor, fn, tasks, on_result, window)
         if lost:

@@ -3,6 +3,7 @@ plain thread pools, failing and broken executors. Results must equal the local p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -204,3 +205,18 @@ def test_broken_executor_falls_back_to_local_pool(lib, tmp_path: Path) -> None:
         rep = idx.update([folder], executor=ex, processes=1)
     assert (rep.files, rep.invalid) == (40, 1)
     assert _rows(catalog) == _rows(local)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 50, 511, 512, 513, 4000])
+def test_executor_batches_taper_at_the_end(n: int) -> None:
+    """Tasks on an outside executor: every path once, in order, full batches while many
+    are left, then shrinking ones, so the last tasks are short."""
+    items = list(range(n))
+    batches = pool.tapered(items, 32, 16)
+    assert [x for b in batches for x in b] == items
+    sizes = [len(b) for b in batches]
+    assert all(a >= b for a, b in itertools.pairwise(sizes))  # never grows
+    assert all(1 <= s <= 32 for s in sizes)
+    if n >= 4000:
+        assert sizes[0] == 32 and sizes[-1] <= pool.EXECUTOR_TASK_MIN_FILES
+        assert len(batches) < n // 32 + 70  # a few more tasks than fixed batches, not many

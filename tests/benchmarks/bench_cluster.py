@@ -4,6 +4,7 @@ Not collected by pytest. Run::
 
     python tests/benchmarks/bench_cluster.py --n 4000            # generates a corpus first
     python tests/benchmarks/bench_cluster.py --corpus DIR        # reuses a folder
+    python tests/benchmarks/bench_cluster.py --corpus DIR --rounds 2   # local, dask, dask, local
 
 Cold ``update`` into fresh catalogs, once with our own process pool (``--processes``
 workers), once on a ``distributed.LocalCluster`` of as many single-threaded worker
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run local and dask this many times each, alternating (local, dask, "
+                         "dask, local, ...), so a load that drifts during the run weighs on "
+                         "both alike; the ratio is of the summed seconds")
     args = ap.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_cluster_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -64,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster
 
     out: dict[str, tuple[float, float, object]] = {}
-    for how in ("local", "dask"):
+    order = [h for r in range(args.rounds) for h in (("local", "dask") if r % 2 == 0
+                                                      else ("dask", "local"))]
+    for how in order:
         cat = work / f"{how}.sqlite"
         for p in work.glob(f"{how}.sqlite*"):
             p.unlink()
@@ -91,10 +98,16 @@ def main(argv: list[str] | None = None) -> int:
                 client.close()
             if cluster is not None:
                 cluster.close()
-        out[how] = (t_up, t_se, found.result)
+        prev = out.get(how)
+        if prev is not None and prev[2] != found.result:
+            print(f"{how}: the result differs between rounds")
+            return 1
+        out[how] = (t_up + (prev[0] if prev else 0.0), t_se + (prev[1] if prev else 0.0),
+                    found.result)
         rate = rep.decoded / t_up * 3600 / args.workers
         print(f"{how:6} update {t_up:7.1f} s ({rep.decoded} decoded, {rate:,.0f} images/hour/core)"
-              f"  search {t_se:6.2f} s ({len(found.groups)} groups)")
+              f"  search {t_se:6.2f} s ({len(found.groups)} groups)  load {os.getloadavg()[0]:.1f}",
+              flush=True)
     same_rows = _rows(work / "local.sqlite") == _rows(work / "dask.sqlite")
     same = out["local"][2] == out["dask"][2]
     print(f"ratio      update dask/local {out['dask'][0] / out['local'][0]:.2f}x, "
