@@ -220,3 +220,42 @@ def test_executor_batches_taper_at_the_end(n: int) -> None:
     if n >= 4000:
         assert sizes[0] == 32 and sizes[-1] <= pool.EXECUTOR_TASK_MIN_FILES
         assert len(batches) < n // 32 + 70  # a few more tasks than fixed batches, not many
+
+
+_PINNED_MALLOC = """
+import json, os, resource, sys
+from difpy_index import pool
+
+paths = [os.fsencode(p) for p in sys.argv[1:]]
+
+def run():
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    out = pool.decode_task(paths, (50,), None)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0, [d.tensors for d in out]
+
+run()  # imports and first buffers
+kept, a = run()
+pool._glibc = lambda: None  # what a worker did before
+fresh, b = run()
+print(json.dumps({"kept": kept, "fresh": fresh, "same": a == b, "tasks": pool._heap_tasks}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_decode_task_keeps_large_buffers_under_a_pinned_malloc(tmp_path: Path) -> None:
+    """Dask's nanny pins MALLOC_TRIM_THRESHOLD_, which makes every large image buffer a
+    fresh mmap: a decode task lifts that while it runs (fewer page faults, same tensors)."""
+    files = []
+    for i in range(4):
+        arr = np.add.outer(np.arange(1500, dtype=np.uint16), np.arange(2000, dtype=np.uint16))
+        img = Image.fromarray(((arr * (i + 1)) % 256).astype(np.uint8)).convert("RGB")
+        img.save(tmp_path / f"big{i}.png")
+        files.append(str(tmp_path / f"big{i}.png"))
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    res = subprocess.run([sys.executable, "-c", _PINNED_MALLOC, *files], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["same"] and got["tasks"] == 0
+    assert got["kept"] * 2 < got["fresh"], got
