@@ -150,7 +150,8 @@ def decode_task(paths: list[bytes], px_sizes: tuple[int, ...], max_pixels: int |
         return decode_batch(paths, px_sizes, fast)
 
 
-#: glibc's mallopt parameters, and their values while a task decodes (see ``_heap_reused``)
+#: glibc's mallopt parameters, and their values while a worker decodes (our own pool's
+#: workers for good, ``_keep_freed_memory``; a task elsewhere while it runs, ``_heap_reused``)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _TASK_MMAP_THRESHOLD = 64 << 20
 _TASK_TRIM_THRESHOLD = 256 << 20
@@ -304,17 +305,12 @@ def _worker_init(init: Callable[[], None], parent: int) -> None:
 def _keep_freed_memory() -> None:
     """glibc: let a worker reuse the memory of the last decoded image for the next one
     instead of mapping fresh, zero-filled pages from the kernel for every image (about 5%
-    of a cold update's CPU, docs/performance.md). Elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: big buffers from the heap, not mmap
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to this much freed memory
-    except (OSError, AttributeError):
-        pass
+    of a cold update's CPU, docs/performance.md). Elsewhere a no-op. (A task on an outside
+    executor does the same while it runs: ``_heap_reused``.)"""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _TASK_MMAP_THRESHOLD)  # big buffers from the heap
+        libc.mallopt(_M_TRIM_THRESHOLD, _TASK_TRIM_THRESHOLD)  # keep this much freed memory
 
 
 def _exit_with_parent(parent: int) -> None:
