@@ -327,13 +327,16 @@ def _fold(c: np.ndarray, plan: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(n, k) orientation invariants of ``tensors[rows]`` whose squared distance is at most
     ``MSE / threshold`` for every orientation: the pixels' channel sum and two chroma
     differences (an orthonormal change of colour basis), block sums on a symmetric grid
     (an orthogonal projection), their low DCT frequencies (an orthonormal basis), folded.
     Also the (n, m, m, 3) projections themselves, same scale: their squared distance after
-    turning one of them bounds that rotation's MSE / threshold."""
+    turning one of them bounds that rotation's MSE / threshold; and (n,) the RMS of what
+    the projection leaves out (grey levels), so that ``MSE <= bound * threshold +
+    (rms_a + rms_b)**2`` (the left-out parts are orthogonal to the projection, which
+    commutes with every rotation, and their difference is at most the sum of their norms)."""
     from .match import _block_sums, _segments
 
     px = tensors.shape[1]
@@ -346,19 +349,26 @@ def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
     luma_basis, luma_plan = _fold_plan(m, min(_K_MSE, m))
     chroma_basis, chroma_plan = _fold_plan(m, min(_K_CHROMA, m))
     scale = 1.0 / math.sqrt(px * px * 3 * threshold)
+    d = px * px * 3
     parts = []
     blocks = np.empty((len(rows), m, m, 3))
+    rest = np.empty(len(rows))
     for c0 in range(0, len(rows), _CHUNK):
-        g = _block_sums(tensors[rows[c0 : c0 + _CHUNK]], bounds)  # (c, m, m, 3)
+        t = tensors[rows[c0 : c0 + _CHUNK]]
+        g = _block_sums(t, bounds)  # (c, m, m, 3)
         g = (g.reshape(len(g), m * m, 3) @ colour.T) * norm[None, :, None]
         blocks[c0 : c0 + len(g)] = g.reshape(len(g), m, m, 3) * scale
+        flat = t.reshape(len(t), d).astype(np.float64)  # integer squares: exact sums
+        kept = np.einsum("cij,cij->c", g, g)
+        rest[c0 : c0 + len(g)] = np.sqrt(np.maximum(
+            np.einsum("ij,ij->i", flat, flat) - kept, 0.0) / d)
         parts.append(np.concatenate([
             _fold(g[:, :, 0] @ luma_basis, luma_plan),
             _fold(g[:, :, 1] @ chroma_basis, chroma_plan),
             _fold(g[:, :, 2] @ chroma_basis, chroma_plan)], axis=1) * scale)
     if not parts:
-        return np.zeros((0, 1), dtype=np.float64), blocks
-    return np.concatenate(parts), blocks
+        return np.zeros((0, 1), dtype=np.float64), blocks, rest
+    return np.concatenate(parts), blocks, rest
 
 
 def join(x: np.ndarray, y: np.ndarray | None = None, radius: np.ndarray | float = 1.0,
@@ -432,28 +442,32 @@ def _rotated(t: np.ndarray, k: int) -> np.ndarray:
 
 
 def mse_candidates(tensors: np.ndarray, rows: np.ndarray, threshold: float,
-                   bucket: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   bucket: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Pairs (i < j, local) of ``tensors[rows]`` whose invariants allow an MSE <= threshold
-    in some orientation, and the (n, m, m, 3) block projections (``mse_invariants``)."""
+    in some orientation, and the block projections and left-out RMS (``mse_invariants``)."""
     from .match import _margin
 
-    inv, blocks = mse_invariants(tensors, rows, threshold)
+    inv, blocks, rest = mse_invariants(tensors, rows, threshold)
     ia, ib = join(inv, None, math.sqrt(1 + _margin(threshold) / max(threshold, _EPS)))
     if bucket is not None:
         keep = bucket[ia] == bucket[ib]
         ia, ib = ia[keep], ib[keep]
-    return ia, ib, blocks
+    return ia, ib, (blocks, rest)
 
 
 def exact_mse(tensors: np.ndarray, rows: np.ndarray, ia: np.ndarray, ib: np.ndarray,
-              blocks: np.ndarray, scale: float, threshold: float = math.inf,
+              proj: tuple[np.ndarray, np.ndarray], scale: float, threshold: float = math.inf,
               rotate: bool = True, first: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The true MSE of each pair (local indices into ``rows``) in its best rotation k of b
     (the smallest k on a tie, as ``match.mse_exact``) and k; inf where above
     ``threshold``. ``blocks`` (``mse_invariants`` for ``scale``, the threshold it was made
     for) give a lower bound per rotation, so a rotation that cannot beat the threshold or
     the best so far is skipped, and a partial sum that already exceeds them stops early.
-    ``first``: any rotation within the threshold will do (not necessarily the best one)."""
+    ``first``: any rotation within the threshold will do (not necessarily the best one),
+    and a pair whose upper bound (``mse_invariants``) is within it needs no pixel at all;
+    the value returned for it is then that bound, not its MSE."""
+    blocks, rest = proj
 
     d = int(np.prod(tensors.shape[1:]))
     strip = -(-d // 4)
@@ -472,7 +486,14 @@ def exact_mse(tensors: np.ndarray, rows: np.ndarray, ia: np.ndarray, ib: np.ndar
             diff_b = blocks[a[sel]] - np.rot90(blocks[b[sel]], k, axes=(1, 2))
             lb = np.einsum("cijk,cijk->c", diff_b, diff_b) * scale
             c_sel = cap[sel]
-            sel = sel[lb <= c_sel + 1e-6 + 1e-9 * np.where(np.isinf(c_sel), 0.0, c_sel)]
+            keep = lb <= c_sel + 1e-6 + 1e-9 * np.where(np.isinf(c_sel), 0.0, c_sel)
+            sel, lb = sel[keep], lb[keep]
+            if first:  # matched for sure: bound + left-out parts within the threshold
+                ub = lb + (rest[a[sel]] + rest[b[sel]]) ** 2
+                sure = ub <= threshold * (1 - 1e-9) - 1e-6
+                cur[sel[sure]] = ub[sure]
+                cur_k[sel[sure]] = k
+                sel = sel[~sure]
             if len(sel) == 0:
                 continue
             # each image is turned once, not once per pair
@@ -504,8 +525,8 @@ def mse_pairs(tensors: np.ndarray, rows: np.ndarray, threshold: float, rotate: b
     """``match.verified_pairs``'s result (every unordered pair of ``tensors[rows]`` with
     true MSE <= ``threshold``, its MSE and the rotation of b onto a), found through the
     orientation invariants (``mse_invariants``, ``join``) and verified exactly."""
-    ia, ib, blocks = mse_candidates(tensors, rows, threshold, bucket)
-    best, best_k = exact_mse(tensors, rows, ia, ib, blocks, threshold, threshold, rotate)
+    ia, ib, proj = mse_candidates(tensors, rows, threshold, bucket)
+    best, best_k = exact_mse(tensors, rows, ia, ib, proj, threshold, threshold, rotate)
     hit = best <= threshold
     order = np.lexsort((ib[hit], ia[hit]))
     return ia[hit][order], ib[hit][order], best[hit][order], 90 * best_k[hit][order]
@@ -635,10 +656,10 @@ def search(
     rows, rank, prot, bucket, local_paths = scope
     # the MSE rule's matches: any rotation within the threshold (the exact minimum is
     # computed for the group members only)
-    ia, ib, blocks = mse_candidates(tensors, rows, NEAR_THRESHOLD, bucket)
-    hit, _ = exact_mse(tensors, rows, ia, ib, blocks, NEAR_THRESHOLD, NEAR_THRESHOLD, first=True)
+    ia, ib, proj = mse_candidates(tensors, rows, NEAR_THRESHOLD, bucket)
+    hit, _ = exact_mse(tensors, rows, ia, ib, proj, NEAR_THRESHOLD, NEAR_THRESHOLD, first=True)
     ok = hit <= NEAR_THRESHOLD
-    pairs = (ia[ok], ib[ok], blocks)
+    pairs = (ia[ok], ib[ok], proj)
     out = []
     lum = None if stored is None else np.asarray(stored)[rows]
     for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs, lum):
@@ -655,7 +676,7 @@ def find_groups(
     rows: np.ndarray,
     prot: np.ndarray,
     bucket: np.ndarray | None,
-    mse_matches: tuple[np.ndarray, np.ndarray, np.ndarray],
+    mse_matches: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]],
     stored: np.ndarray | None = None,
 ) -> list[tuple[int, list[NearMember]]]:
     """Groups (local row indices) claimed in rank order over the union of both rules.
@@ -670,7 +691,7 @@ def find_groups(
     ca, cb = candidate_pairs(feat, feat.eligible, bucket)
     ok, orient_b, value = pair_scores(feat, ca, cb)
     ca, cb, orient_b, value = ca[ok], cb[ok], orient_b[ok], value[ok]
-    ma, mb, blocks = mse_matches
+    ma, mb, proj = mse_matches
     # one table of undirected matches: (a, b, measure 0=mse/1=corr, value, orientation of b)
     a = np.concatenate([ma, ca]).astype(np.intp)
     b = np.concatenate([mb, cb]).astype(np.intp)
@@ -700,7 +721,7 @@ def find_groups(
         claimed[b[sel]] = True
         claims.append((key, sel))
     every = np.concatenate([sel for _, sel in claims]) if claims else np.zeros(0, np.intp)
-    mse, rot = exact_mse(tensors, rows, a[every], b[every], blocks, NEAR_THRESHOLD)
+    mse, rot = exact_mse(tensors, rows, a[every], b[every], proj, NEAR_THRESHOLD)
     at = 0
     groups: list[tuple[int, list[NearMember]]] = []
     for key, sel in claims:

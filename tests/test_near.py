@@ -101,6 +101,13 @@ def test_mse_pairs_equal_match_verified_pairs(seed: int, n: int, same_dim: bool,
         return out
 
     assert norm(mine) == norm(ref)
+    # the search's decision (any rotation within the threshold, upper bounds first): the
+    # same pairs
+    ia, ib, proj = near.mse_candidates(t, rows, threshold, bucket)
+    hit, _ = near.exact_mse(t, rows, ia, ib, proj, threshold, threshold, first=True)
+    ok = hit <= threshold
+    assert {(min(a, b), max(a, b)) for a, b in zip(ia[ok].tolist(), ib[ok].tolist())} == \
+        {(a, b) for a, b, _, _ in norm(ref)}
 
 
 @settings(max_examples=25, deadline=None)
@@ -110,7 +117,7 @@ def test_invariants_bound_every_orientation(seed: int) -> None:
     orientation: that is what makes the candidate stage exact."""
     t = related_tensors(seed, 6)
     feat = near.features(t)
-    inv, _ = near.mse_invariants(t, np.arange(6), 31.0)
+    inv, blocks, rest = near.mse_invariants(t, np.arange(6), 31.0)
     lim_f, lim_d = near._limits()
     for i in range(6):
         for j in range(6):
@@ -118,6 +125,10 @@ def test_invariants_bound_every_orientation(seed: int) -> None:
                 turned = near.orient(t[j].transpose(2, 0, 1), o).transpose(1, 2, 0)
                 true = float(((t[i].astype(float) - turned) ** 2).mean())
                 assert ((inv[i] - inv[j]) ** 2).sum() <= true / 31.0 + 1e-9
+                if o < 4:  # the block bound and the upper bound of rotation o
+                    db = blocks[i] - np.rot90(blocks[j], o)
+                    assert (db**2).sum() * 31.0 <= true + 1e-9
+                    assert true <= (db**2).sum() * 31.0 + (rest[i] + rest[j]) ** 2 + 1e-9
                 for v in range(feat.full.shape[1]):
                     fb = near.orient(feat.full[j, v].reshape(near.SIDE, near.SIDE), o).ravel()
                     db = near.orient(feat.detail[j, v].reshape(near.SIDE, near.SIDE), o).ravel()
