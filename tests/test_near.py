@@ -106,7 +106,8 @@ def test_mse_pairs_equal_match_verified_pairs(seed: int, n: int, same_dim: bool,
     ia, ib, proj = near.mse_candidates(t, rows, threshold, bucket)
     hit, _ = near.exact_mse(t, rows, ia, ib, proj, threshold, threshold, first=True)
     ok = hit <= threshold
-    assert {(min(a, b), max(a, b)) for a, b in zip(ia[ok].tolist(), ib[ok].tolist())} == \
+    pairs = zip(ia[ok].tolist(), ib[ok].tolist(), strict=True)
+    assert {(min(a, b), max(a, b)) for a, b in pairs} == \
         {(a, b) for a, b, _, _ in norm(ref)}
 
 
