@@ -11,8 +11,9 @@ import sqlite3
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CatalogError, NoCatalogError, NotACatalogError, SchemaTooNewError
 from .db import APPLICATION_ID, SQLITE_MAGIC, connect_raw
@@ -25,6 +26,49 @@ log = logging.getLogger(__name__)
 #: Every revision this code knows, oldest first. A test checks it against migrations/.
 REVISIONS = ("0001", "0002", "0003", "0005", "0004")
 HEAD = REVISIONS[-1]
+
+
+def backfill_tensors(
+    conn: Connection,
+    columns: dict[str, Any],
+    fill: Callable[[list[tuple[int, int, bytes]]], list[dict[str, Any]]],
+    batch: int = 2000,
+) -> None:
+    """What a migration that adds per-tensor columns does to the rows already there: every
+    ``tensors`` row, in keyset pages of ``batch`` (memory stays flat on a large catalog),
+    gets ``columns`` (name -> SQLAlchemy type) from ``fill``, which maps well-formed rows
+    ``(file_id, px_size, tensor bytes)`` to one dict of values each, in order. A damaged
+    row (a tensor of the wrong length) keeps NULLs there: searches read such rows whole."""
+    import sqlalchemy as sa
+
+    tensors = sa.table(
+        "tensors", sa.column("file_id", sa.Integer()), sa.column("px_size", sa.Integer()),
+        sa.column("data", sa.LargeBinary()), *(sa.column(n, t) for n, t in columns.items()),
+    )
+    update = (
+        tensors.update()
+        .where(tensors.c.file_id == sa.bindparam("k_fid"), tensors.c.px_size == sa.bindparam("k_px"))
+        .values({n: sa.bindparam(f"v_{n}") for n in columns})
+    )
+    last = (-1, -1)
+    while True:
+        rows = conn.execute(
+            sa.select(tensors.c.file_id, tensors.c.px_size, tensors.c.data)
+            .where(sa.tuple_(tensors.c.file_id, tensors.c.px_size) > sa.tuple_(*last))
+            .order_by(tensors.c.file_id, tensors.c.px_size)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        whole = [(int(f), int(p), bytes(d)) for f, p, d in rows]
+        good = [r for r in whole if len(r[2]) == r[1] * r[1] * 3]
+        filled = {(f, p): v for (f, p, _), v in zip(good, fill(good), strict=True)}
+        empty = dict.fromkeys(columns)
+        conn.execute(update, [
+            {"k_fid": f, "k_px": p, **{f"v_{n}": v for n, v in filled.get((f, p), empty).items()}}
+            for f, p, _ in whole
+        ])
+        last = (whole[-1][0], whole[-1][1])
 
 
 def migrations_dir() -> Path:

@@ -19,48 +19,26 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-_BATCH = 2000
-
-
 def upgrade() -> None:
     import numpy as np
 
     from difpy_index import near
+    from difpy_index.store.migrate import backfill_tensors
 
     with op.batch_alter_table("tensors") as batch:
         batch.add_column(sa.Column("near", sa.LargeBinary(), nullable=True))
         batch.add_column(sa.Column("near_version", sa.String(length=16), nullable=True))
-    conn = op.get_bind()
-    tensors = sa.table(
-        "tensors", sa.column("file_id", sa.Integer()), sa.column("px_size", sa.Integer()),
-        sa.column("data", sa.LargeBinary()), sa.column("near", sa.LargeBinary()),
-        sa.column("near_version", sa.String()),
-    )
-    last = (-1, -1)
-    while True:  # keyset pages: memory stays flat on a large catalog
-        rows = conn.execute(
-            sa.select(tensors.c.file_id, tensors.c.px_size, tensors.c.data)
-            .where(sa.tuple_(tensors.c.file_id, tensors.c.px_size) > sa.tuple_(*last))
-            .order_by(tensors.c.file_id, tensors.c.px_size)
-            .limit(_BATCH)
-        ).all()
-        if not rows:
-            break
-        values = []
-        for px in sorted({int(p) for _, p, _ in rows}):
-            part = [(f, bytes(d)) for f, p, d in rows if p == px]
-            t = np.frombuffer(b"".join(d for _, d in part), dtype=np.uint8).reshape(
-                len(part), px, px, 3)
-            lum = near.lumas(t)
-            values += [{"fid": f, "px": px, "blob": near.pack(lum[i])}
-                       for i, (f, _) in enumerate(part)]
-        conn.execute(
-            tensors.update()
-            .where(tensors.c.file_id == sa.bindparam("fid"), tensors.c.px_size == sa.bindparam("px"))
-            .values(near=sa.bindparam("blob"), near_version=near.NEAR_VERSION),
-            values,
-        )
-        last = (rows[-1][0], rows[-1][1])
+
+    def fill(rows: list[tuple[int, int, bytes]]) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = [{} for _ in rows]
+        for px in sorted({p for _, p, _ in rows}):  # one vectorised pass per tensor size
+            which = [i for i, (_, p, _) in enumerate(rows) if p == px]
+            stack = np.frombuffer(b"".join(rows[i][2] for i in which), dtype=np.uint8)
+            for i, lum in zip(which, near.lumas(stack.reshape(len(which), px, px, 3)), strict=True):
+                out[i] = {"near": near.pack(lum), "near_version": near.NEAR_VERSION}
+        return out
+
+    backfill_tensors(op.get_bind(), {"near": sa.LargeBinary(), "near_version": sa.String()}, fill)
 
 
 def downgrade() -> None:

@@ -21,44 +21,20 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-_BATCH = 2000
-
-
 def upgrade() -> None:
+    from difpy_index.store.migrate import backfill_tensors
     from difpy_index.tensorhash import tensor_digests
 
     with op.batch_alter_table("tensors") as batch:
         batch.add_column(sa.Column("digest", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("turned_digest", sa.BigInteger(), nullable=True))
-    conn = op.get_bind()
-    tensors = sa.table(
-        "tensors", sa.column("file_id", sa.Integer()), sa.column("px_size", sa.Integer()),
-        sa.column("data", sa.LargeBinary()), sa.column("digest", sa.BigInteger()),
-        sa.column("turned_digest", sa.BigInteger()),
-    )
-    last = (-1, -1)
-    while True:  # keyset pages: memory stays flat on a large catalog
-        rows = conn.execute(
-            sa.select(tensors.c.file_id, tensors.c.px_size, tensors.c.data)
-            .where(sa.tuple_(tensors.c.file_id, tensors.c.px_size) > sa.tuple_(*last))
-            .order_by(tensors.c.file_id, tensors.c.px_size)
-            .limit(_BATCH)
-        ).all()
-        if not rows:
-            break
-        values = []
-        for f, p, d in rows:
-            blob = bytes(d)
-            ok = len(blob) == p * p * 3  # a damaged row keeps NULLs: searches read it whole
-            plain, turned = tensor_digests(blob, p) if ok else (None, None)
-            values.append({"fid": f, "px": p, "h": plain, "t": turned})
-        conn.execute(
-            tensors.update()
-            .where(tensors.c.file_id == sa.bindparam("fid"), tensors.c.px_size == sa.bindparam("px"))
-            .values(digest=sa.bindparam("h"), turned_digest=sa.bindparam("t")),
-            values,
-        )
-        last = (rows[-1][0], rows[-1][1])
+
+    def fill(rows: list[tuple[int, int, bytes]]) -> list[dict[str, int]]:
+        return [dict(zip(("digest", "turned_digest"), tensor_digests(d, p), strict=True))
+                for _, p, d in rows]
+
+    backfill_tensors(op.get_bind(), {"digest": sa.BigInteger(), "turned_digest": sa.BigInteger()},
+                     fill)
 
 
 def downgrade() -> None:
