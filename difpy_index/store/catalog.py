@@ -118,37 +118,47 @@ class TensorLoader:
         self.path, self.px_size, self.recipe = path, px_size, recipe
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        import numpy as np
-
         from .db import connect_raw
 
-        px = self.px_size
-        d = px * px * 3
-        ids = np.asarray(ids, dtype=np.int64)
-        out = np.empty((len(ids), px, px, 3), dtype=np.uint8)
-        flat = out.reshape(len(ids), d)
-        where = {int(f): i for i, f in enumerate(ids.tolist())}
         conn = connect_raw(Path(self.path), read_only=True)
         try:
             conn.execute("BEGIN")  # one snapshot for the whole read
-            seen = 0
-            for c0 in range(0, len(ids), self.CHUNK):
-                chunk = ids[c0 : c0 + self.CHUNK].tolist()
-                marks = ",".join("?" * len(chunk))
-                for fid, blob in conn.execute(
-                    f"SELECT file_id, data FROM tensors WHERE px_size = ? AND recipe = ? "
-                    f"AND file_id IN ({marks})", [px, self.recipe, *chunk],
-                ):
-                    flat[where[fid]] = np.frombuffer(blob, dtype=np.uint8)
-                    seen += 1
+            out = tensors_by_id(lambda sql, params: conn.execute(sql, params), ids,
+                                self.px_size, self.recipe, self.path)
             conn.execute("COMMIT")
         finally:
             conn.close()
-        if seen != len(where):
-            from ..errors import CatalogError
-
-            raise CatalogError(f"catalog {self.path} changed during the search; run it again")
         return out
+
+
+def tensors_by_id(
+    query: Callable[[str, list[Any]], Iterable[tuple[Any, ...]]], ids: np.ndarray, px: int,
+    recipe: str, where: str,
+) -> np.ndarray:
+    """The tensors of these file ids, in that order (``(n, px, px, 3)`` uint8), fetched
+    through ``query`` (SQL with ``?`` placeholders) in chunks of ``TensorLoader.CHUNK`` ids.
+    Raises CatalogError when one is missing: the catalog ``where`` changed meanwhile."""
+    import numpy as np
+
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.empty((len(ids), px, px, 3), dtype=np.uint8)
+    flat = out.reshape(len(ids), px * px * 3)
+    rows = {int(f): i for i, f in enumerate(ids.tolist())}
+    seen = 0
+    for c0 in range(0, len(ids), TensorLoader.CHUNK):
+        chunk = ids[c0 : c0 + TensorLoader.CHUNK].tolist()
+        marks = ",".join("?" * len(chunk))
+        for fid, blob in query(
+            f"SELECT file_id, data FROM tensors WHERE px_size = ? AND recipe = ? "
+            f"AND file_id IN ({marks})", [px, recipe, *chunk],
+        ):
+            flat[rows[fid]] = np.frombuffer(blob, dtype=np.uint8)
+            seen += 1
+    if seen != len(rows):
+        from ..errors import CatalogError
+
+        raise CatalogError(f"catalog {where} changed during the search; run it again")
+    return out
 
 
 class PgTensorLoader:
@@ -288,28 +298,7 @@ class Catalog:
     def read_tensors(self, ids: np.ndarray, px_size: int, recipe: str) -> np.ndarray:
         """The tensors of these file ids, in that order (``(n, px, px, 3)`` uint8), read
         here (inside ``snapshot()``: from its state). Raises CatalogError for a missing one."""
-        import numpy as np
-
-        px = px_size
-        ids = np.asarray(ids, dtype=np.int64)
-        out = np.empty((len(ids), px, px, 3), dtype=np.uint8)
-        flat = out.reshape(len(ids), px * px * 3)
-        where = {int(f): i for i, f in enumerate(ids.tolist())}
-        seen = 0
-        for c0 in range(0, len(ids), TensorLoader.CHUNK):
-            chunk = ids[c0 : c0 + TensorLoader.CHUNK].tolist()
-            marks = ",".join("?" * len(chunk))
-            for fid, blob in self._raw_query(
-                f"SELECT file_id, data FROM tensors WHERE px_size = ? AND recipe = ? "
-                f"AND file_id IN ({marks})", [px, recipe, *chunk],
-            ):
-                flat[where[fid]] = np.frombuffer(blob, dtype=np.uint8)
-                seen += 1
-        if seen != len(where):
-            from ..errors import CatalogError
-
-            raise CatalogError(f"catalog {self.path} changed during the search; run it again")
-        return out
+        return tensors_by_id(self._raw_query, ids, px_size, recipe, str(self.path))
 
     def _insert(self, table: Any) -> Any:
         """INSERT with ON CONFLICT for this catalog's dialect (same API on both)."""
