@@ -343,23 +343,24 @@ def target_path_problem(target: bytes, dest: bytes, seen: set[bytes] | None = No
     return None
 
 
-def check_move_to(result: SearchResult, destination: str | os.PathLike[str]) -> tuple[bytes, list[bytes], list[bytes]]:
+def check_move_to(result: SearchResult, destination: str | os.PathLike[str]
+                  ) -> tuple[bytes, dict[int, bytes], list[bytes]]:
     """Refuse a bad DEST for ``result`` (ActionRefused / UsageError, exit 2) before anything
-    is written: (DEST resolved, the indexed roots, the searched folders)."""
+    is written: (DEST resolved, the indexed roots by id, the searched folders)."""
     if not isinstance(destination, (str, os.PathLike)) or not os.fspath(destination):
         raise ActionRefused(f"invalid destination {destination!r}: must be a folder path")
     dest = os.path.realpath(os.fsencode(os.path.expanduser(os.fspath(destination))))
-    roots = sorted(_index_of(result).roots_by_id().values())
+    root_by_id = _index_of(result).roots_by_id()
     searched = [os.path.realpath(os.fsencode(f)) for f in result.folders]
-    check_destination(dest, roots, searched)
-    return dest, roots, searched
+    check_destination(dest, sorted(root_by_id.values()), searched)
+    return dest, root_by_id, searched
 
 
 def move_to(result: SearchResult, destination: str | os.PathLike[str], dry_run: bool = False) -> ActionReport:
     """Move every verified lower-quality file under ``destination`` (see module docstring)."""
-    dest, roots, searched = check_move_to(result, destination)
+    dest, root_by_id, searched = check_move_to(result, destination)
+    roots = sorted(root_by_id.values())
     index = _index_of(result)
-    root_by_id = index.roots_by_id()
     report = ActionReport("move", dry_run=dry_run, destination=os.fsdecode(dest))
     steps, skips = steps_for(result)
     report.skipped.extend(skips)

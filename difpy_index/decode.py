@@ -227,6 +227,11 @@ def exif_orientation(img: Any) -> int | None:
         value = img.getexif().get(0x0112)
     except Exception:  # metadata is optional
         return None
+    return _orientation_value(value)
+
+
+def _orientation_value(value: Any) -> int | None:
+    """An orientation tag's value if it is one of the eight EXIF defines, else None."""
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
@@ -313,7 +318,7 @@ def _png_late_orientation(data: bytes) -> int | None:
                 value = exif.get(0x0112)
             except Exception:  # broken metadata never makes a file invalid
                 return None
-            return value if isinstance(value, int) and 1 <= value <= 8 else None
+            return _orientation_value(value)
         if kind == b"IEND":
             break
         pos += 12 + length
@@ -468,12 +473,8 @@ def with_near(batch: list[Decoded]) -> list[Decoded]:
 
     from .near import batch_blobs
 
-    done = [d for d in batch if d.tensors]
-    if not done:
-        return batch
-    blobs = batch_blobs([d.tensors for d in done])
-    extra = {id(d): b for d, b in zip(done, blobs, strict=True)}
-    return [replace(d, near=extra[id(d)]) if id(d) in extra else d for d in batch]
+    blobs = iter(batch_blobs([d.tensors for d in batch if d.tensors]))
+    return [replace(d, near=next(blobs)) if d.tensors else d for d in batch]
 
 
 def with_digests(d: Decoded) -> Decoded:

@@ -368,16 +368,12 @@ class Search:
 
     def check_move_to(self, destination_path: str | os.PathLike[str]) -> None:
         """Refuse (exit 2) a destination ``move_to`` would refuse, before anything is written."""
-        if not isinstance(destination_path, (str, os.PathLike)):
-            raise UsageError('Invalid value for "destination_path" parameter: must be of type STR.')
-        self._found.check_move_to(os.fspath(destination_path))
+        self._found.check_move_to(_destination(destination_path))
 
     def move_to(self, destination_path: str | os.PathLike[str]) -> Any:
         """Move the lower-quality files into ``destination_path``, never overwriting a file;
         each file is checked against the catalog first. Returns the ``ActionReport``."""
-        if not isinstance(destination_path, (str, os.PathLike)):
-            raise UsageError('Invalid value for "destination_path" parameter: must be of type STR.')
-        report = self._found.move_to(os.fspath(destination_path))
+        report = self._found.move_to(_destination(destination_path))
         info = report.to_dict()
         moved = [to for _src, to in info.get("moved", [])]
         print(f'Moved {len(moved)} file(s) to "{os.fspath(destination_path)}"')
@@ -401,6 +397,13 @@ class Search:
 
     def __repr__(self) -> str:
         return f"<difpy_index search: {len(self.result)} groups, {len(self.lower_quality)} lower quality>"
+
+
+def _destination(destination_path: Any) -> str:
+    """difPy's check of ``move_to``'s argument (exit 2 on anything but a path)."""
+    if not isinstance(destination_path, (str, os.PathLike)):
+        raise UsageError('Invalid value for "destination_path" parameter: must be of type STR.')
+    return os.fspath(destination_path)
 
 
 def build(*directory: Any, **kwargs: Any) -> Build:

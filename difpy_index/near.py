@@ -213,19 +213,10 @@ def unpack(blobs: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(shape).astype(np.float32)
 
 
-def tensor_blobs(tensors: dict[int, bytes]) -> dict[int, bytes]:
-    """{px: tensor bytes} -> {px: ``pack``ed ``lumas``}: what a decode worker stores beside
-    each tensor it makes."""
-    out = {}
-    for px, blob in tensors.items():
-        t = np.frombuffer(blob, dtype=np.uint8).reshape(1, px, px, 3)
-        out[px] = pack(lumas(t)[0])
-    return out
-
-
 def batch_blobs(batch: list[dict[int, bytes]]) -> list[dict[int, bytes]]:
-    """``tensor_blobs`` of many images in one vectorised pass per tensor size (what a
-    decode worker does for each of its tasks)."""
+    """[{px: tensor bytes}] -> [{px: ``pack``ed ``lumas``}]: what the catalog stores beside
+    each tensor, for many images in one vectorised pass per tensor size (a decode worker's
+    task, a migration's page of rows)."""
     out: list[dict[int, bytes]] = [{} for _ in batch]
     for px in sorted({px for tensors in batch for px in tensors}):
         which = [i for i, tensors in enumerate(batch) if px in tensors]

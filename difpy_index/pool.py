@@ -294,7 +294,6 @@ def _worker_init(init: Callable[[], None], parent: int) -> None:
     them) and exit by themselves when the main process is killed: their queue pipes would
     otherwise keep them waiting forever."""
     import signal
-    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _keep_freed_memory()

@@ -121,9 +121,15 @@ class ThumbCache:
         """The cache of a catalog file: ``<catalog>.thumbs/`` next to it."""
         return cls(Path(os.fspath(catalog) + ".thumbs"))
 
-    def _file(self, path: bytes, px: int) -> Path:
+    def _stem(self, path: bytes) -> Path:
+        """``<folder>/<2 hex>/<62 hex>``: the SHA-256 of the image path, split; each
+        thumbnail size of that image is ``<stem>-<px>``."""
         digest = hashlib.sha256(path).hexdigest()
-        return self.folder / digest[:2] / f"{digest[2:]}-{px}"
+        return self.folder / digest[:2] / digest[2:]
+
+    def _file(self, path: bytes, px: int) -> Path:
+        stem = self._stem(path)
+        return stem.with_name(f"{stem.name}-{px}")
 
     def get(self, path: bytes, px: int = THUMB_PX) -> Thumb | None:
         """The cached thumbnail, if it was made from the file as it is now."""
@@ -159,15 +165,13 @@ class ThumbCache:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
-
     def drop(self, paths: Sequence[bytes]) -> int:
         """Forget the thumbnails of these images (moved, deleted, forgotten): how many."""
         n = 0
         for path in paths:
-            digest = hashlib.sha256(path).hexdigest()
-            folder = self.folder / digest[:2]
+            stem = self._stem(path)
             with contextlib.suppress(OSError):
-                for entry in folder.glob(f"{digest[2:]}-*"):
+                for entry in stem.parent.glob(f"{stem.name}-*"):
                     with contextlib.suppress(OSError):
                         entry.unlink()
                         n += 1

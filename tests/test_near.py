@@ -317,7 +317,11 @@ def test_update_stores_features_and_search_reads_them(tmp_path: Path) -> None:
 def test_batch_features_equal_one_at_a_time():
     """Decode workers make the stored features a task at a time; a file's features must
     not depend on which files shared its task (results never depend on scan order)."""
-    from difpy_index.near import batch_blobs, tensor_blobs
+    from difpy_index.near import batch_blobs, lumas, pack
+
+    def one_at_a_time(tensors: dict[int, bytes]) -> dict[int, bytes]:
+        return {px: pack(lumas(np.frombuffer(b, dtype=np.uint8).reshape(1, px, px, 3))[0])
+                for px, b in tensors.items()}
 
     rng = np.random.default_rng(7)
     batch = []
@@ -329,7 +333,7 @@ def test_batch_features_equal_one_at_a_time():
         if i % 2:
             entry[32] = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8).tobytes()
         batch.append(entry)
-    one = [tensor_blobs(t) for t in batch]
+    one = [one_at_a_time(t) for t in batch]
     for size in (1, 4, 13):
         got = [b for i in range(0, len(batch), size) for b in batch_blobs(batch[i : i + size])]
         assert got == one

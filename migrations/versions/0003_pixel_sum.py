@@ -20,6 +20,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     from difpy_index.store.migrate import backfill_tensors
 

@@ -19,9 +19,8 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-def upgrade() -> None:
-    import numpy as np
 
+def upgrade() -> None:
     from difpy_index import near
     from difpy_index.store.migrate import backfill_tensors
 
@@ -30,13 +29,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("near_version", sa.String(length=16), nullable=True))
 
     def fill(rows: list[tuple[int, int, bytes]]) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = [{} for _ in rows]
-        for px in sorted({p for _, p, _ in rows}):  # one vectorised pass per tensor size
-            which = [i for i, (_, p, _) in enumerate(rows) if p == px]
-            stack = np.frombuffer(b"".join(rows[i][2] for i in which), dtype=np.uint8)
-            for i, lum in zip(which, near.lumas(stack.reshape(len(which), px, px, 3)), strict=True):
-                out[i] = {"near": near.pack(lum), "near_version": near.NEAR_VERSION}
-        return out
+        blobs = near.batch_blobs([{p: d} for _, p, d in rows])
+        return [{"near": b[p], "near_version": near.NEAR_VERSION}
+                for (_, p, _), b in zip(rows, blobs, strict=True)]
 
     backfill_tensors(op.get_bind(), {"near": sa.LargeBinary(), "near_version": sa.String()}, fill)
 

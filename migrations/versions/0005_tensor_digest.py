@@ -21,6 +21,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+
 def upgrade() -> None:
     from difpy_index.store.migrate import backfill_tensors
     from difpy_index.tensorhash import tensor_digests
