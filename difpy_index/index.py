@@ -632,7 +632,7 @@ class Index:
                     groups.append(
                         GroupInfo(
                             key=display(data.paths[fg.key]),
-                            members=tuple(_member_info(data.paths[m.index], m, orient(m.index))
+                            members=tuple(_member_info(data.paths, m, orient(m.index))
                                           for m in fg.members),
                             folder=display(folder) if folder is not None else None,
                             key_orientation=orient(fg.key),
@@ -827,14 +827,17 @@ def _as_list(items: PathLike | Iterable[PathLike]) -> list[PathLike]:
     return list(items)
 
 
-def _member_info(path: bytes, m: Any, orientation: int | None = None) -> MemberInfo:
-    """A search member (match.Member, or near.NearMember with why it matched)."""
-    info = MemberInfo(display(path), float(m.mse), int(m.rotation), orientation=orientation)
+def _member_info(paths: Sequence[bytes], m: Any, orientation: int | None = None) -> MemberInfo:
+    """A search member (match.Member, or near.NearMember with why it matched); ``paths``
+    by row."""
+    info = MemberInfo(display(paths[m.index]), float(m.mse), int(m.rotation),
+                      orientation=orientation)
     measure = getattr(m, "measure", None)
     if measure is None:
         return info
+    via = getattr(m, "via", None)
     return MemberInfo(info.path, info.mse, info.rotation, bool(m.mirror), measure, float(m.value),
-                      orientation=orientation)
+                      orientation=orientation, via=None if via is None else display(paths[via]))
 
 
 def _orientation_of(data: SearchInput | SearchMeta) -> Callable[[int], int | None]:

@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
 from .params import NEAR_THRESHOLD
 
-__all__ = ["NEAR_VERSION", "NearGroup", "NearMember", "features", "find_groups", "orient",
+__all__ = ["MEASURES", "NEAR_VERSION", "NearGroup", "NearMember", "features", "find_groups", "orient",
            "pair_scores", "search"]
 
 #: Bumped whenever the stored features (``lumas``) change: the catalog keeps it beside
@@ -58,6 +59,10 @@ TRIM_MAX = 0.45
 MIN_CORR = 0.90
 MIN_DETAIL_CORR = 0.94
 MIN_DETAIL = 3.0
+#: The fine rule: detail correlation of the whole, untrimmed tensor's luma (docs/quality.md).
+MIN_FINE_CORR = 0.98
+#: The measures, as ``NearMember.measure`` names them (the table's codes 0, 1, 2).
+MEASURES = ("mse", "correlation", "fine")
 #: Variant pairs compared: (a's, b's); 0 = whole trimmed picture, 1.. = its centres.
 COMBOS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
 #: DCT frequencies (k + l below it) of the folded invariants: correlation rule on the
@@ -65,12 +70,14 @@ COMBOS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
 _K_CORR = 11
 _K_MSE = 6
 _K_CHROMA = 2
+_K_FINE = 8
 _MSE_GRID = 10
 _BLOCK = 2  # coarse grid for the bounds: SIDE / _BLOCK = 8 blocks a side
 _CHUNK = 512
 _ROWS = 256
 _PAIR_CHUNK = 4096
 _EPS = 1e-6
+_LUMA = np.array([299, 587, 114], dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +88,12 @@ class NearMember:
     mse: float  #: exact true MSE to the key (min over the four rotations)
     rotation: int  #: degrees (np.rot90 direction) bringing the member onto the key
     mirror: bool  #: the member is mirrored left-right before ``rotation``
-    measure: str  #: "mse" or "correlation": the rule that matched
+    measure: str  #: "mse", "correlation" or "fine": the rule that matched (``MEASURES``)
     value: float  #: the MSE, or the detail correlation, that matched
+    #: None: matched the key. Else the row of the group's member it matched (the member
+    #: joined after the claiming, ``_attach``); ``measure`` and ``value`` are then to it,
+    #: ``rotation`` and ``mirror`` still bring the member onto the key.
+    via: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,15 @@ def orient(x: np.ndarray, o: int) -> np.ndarray:
 def _inverse(o: np.ndarray) -> np.ndarray:
     """The orientation undoing ``o``: turns reverse, mirrored ones are their own inverse."""
     return np.where(o < 4, (4 - o) % 4, o)
+
+
+def _compose_table() -> np.ndarray:
+    """(8, 8): ``[o1, o2]`` is the orientation o with ``orient(orient(x, o1), o2) ==
+    orient(x, o)`` (the 8 orientations act faithfully on a 2 x 2 grid)."""
+    x = np.arange(4).reshape(2, 2)
+    seen = [orient(x, o).tobytes() for o in range(8)]
+    return np.array([[seen.index(orient(orient(x, o1), o2).tobytes()) for o2 in range(8)]
+                     for o1 in range(8)], dtype=np.int64)
 
 
 def trim_boxes(lum: np.ndarray) -> np.ndarray:
@@ -165,6 +185,7 @@ def _area_resample(lum: np.ndarray, boxes: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
+@cache
 def _smooth_basis(side: int) -> np.ndarray:
     """Orthonormal (D, 6) basis of quadratic surfaces on the grid (invariant under D4)."""
     g = (np.arange(side) - (side - 1) / 2) / side
@@ -278,6 +299,7 @@ def _dct(n: int) -> np.ndarray:
     return out
 
 
+@cache
 def _fold_plan(n: int, k_max: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The orthonormal 2-D DCT basis vectors (n*n, f) with frequencies k + l < ``k_max``
     and how ``_fold`` makes orientation invariants of their coefficients.
@@ -621,6 +643,113 @@ def candidate_pairs(feat: Features, rows_ok: np.ndarray, bucket: np.ndarray | No
     return idx[pairs[0]], idx[pairs[1]]
 
 
+# --------------------------------------------------------------------------- fine rule
+
+
+def _luma(tensors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(c, px * px) float64 luma of ``tensors[rows]``, as ``lumas`` computes it: the
+    integer weights' sums (below 2**24) are exact in float32, and fast."""
+    t = np.asarray(tensors[rows])
+    out: np.ndarray = (t.reshape(len(t), -1, 3).astype(np.float32) @ _LUMA).astype(np.float64)
+    return out / 1000.0
+
+
+def _fine_vectors(tensors: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the tensor's luma standardised (mean 0, RMS 1) and its detail (luma minus
+    its best quadratic surface) standardised, both (c, px * px) over the whole untrimmed
+    picture."""
+    lum = _luma(tensors, rows)
+    q = _smooth_basis(tensors.shape[1])
+    flat, _ = _standardise(lum - lum.mean(axis=1, keepdims=True))
+    detail, _ = _standardise(lum - (lum @ q) @ q.T)
+    return flat, detail
+
+
+@cache
+def _fine_projection(px: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """(px * px, 6 + f): the quadratic surfaces' orthonormal basis, then the low DCT
+    frequencies of what they leave (the detail) for the fine rule's invariants."""
+    q = _smooth_basis(px)
+    basis, plan = _fold_plan(px, _K_FINE)
+    return np.concatenate([q, basis - q @ (q.T @ basis)], axis=1), plan
+
+
+def fine_candidates(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j, local) of ``tensors[rows]``, at least one of them with a border
+    ``trim_boxes`` trims (else the correlation rule sees the same pictures), that the fine
+    rule's orientation invariants (low DCT frequencies of the detail, folded) cannot rule
+    out. One matrix product per chunk: the detail's coefficients are the luma's on the
+    basis with the quadratic surfaces taken out, and its norm is the luma's minus theirs."""
+    px = tensors.shape[1]
+    d = px * px
+    proj, plan = _fine_projection(px)
+    lim = 2 * d * (1 - MIN_FINE_CORR) + 1e-6 * d
+    inv = np.empty((len(rows), proj.shape[1] - 6))
+    ok = np.zeros(len(rows), dtype=bool)
+    trimmed = np.zeros(len(rows), dtype=bool)
+    full = np.array([0, 0, px, px], dtype=np.float64)
+    for c0 in range(0, len(rows), _CHUNK):
+        lum = _luma(tensors, rows[c0 : c0 + _CHUNK])
+        c = len(lum)
+        co = lum @ proj
+        smooth = np.einsum("ij,ij->i", co[:, :6], co[:, :6])
+        energy = np.sqrt(np.maximum(np.einsum("ij,ij->i", lum, lum) - smooth, 0.0) / d)
+        centred = lum - lum.mean(axis=1, keepdims=True)
+        spread = np.sqrt(np.einsum("ij,ij->i", centred, centred) / d)
+        inv[c0 : c0 + c] = _fold(co[:, 6:] / np.maximum(energy, _EPS)[:, None], plan) / math.sqrt(lim)
+        ok[c0 : c0 + c] = (energy >= MIN_DETAIL) & (spread > _EPS)
+        trimmed[c0 : c0 + c] = (trim_boxes(lum.reshape(c, px, px)) != full).any(axis=1)
+    every, some = np.flatnonzero(ok), np.flatnonzero(ok & trimmed)
+    none = np.zeros(0, dtype=np.intp)
+    if len(every) < 2 or len(some) == 0:
+        return none, none
+    by_spread = np.argsort(-inv[every].std(axis=0), kind="stable")
+    ia, ib = join(inv[every][:, by_spread], inv[some][:, by_spread])
+    ia, ib = every[ia], some[ib]
+    ia, ib = np.minimum(ia, ib), np.maximum(ia, ib)
+    keep = ia != ib
+    if bucket is not None:
+        keep &= bucket[ia] == bucket[ib]
+    key = np.unique(ia[keep].astype(np.int64) * len(rows) + ib[keep])
+    return (key // len(rows)).astype(np.intp), (key % len(rows)).astype(np.intp)
+
+
+def fine_pairs(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None
+               ) -> tuple[np.ndarray, ...]:
+    """The fine rule's matches (i < j, local): in one of the 8 orientations of j, the whole
+    untrimmed luma of the two tensors correlates at least ``MIN_CORR`` and its detail at
+    least ``MIN_FINE_CORR``. With the best such orientation of j and its detail
+    correlation (float64, full vectors).
+
+    For edits that keep every pixel where it was (brightness, contrast, tone curves,
+    saturation, grey) but move the borders ``trim_boxes`` finds: a sky that darkens can
+    stop being a "uniform border", and the trimmed pictures no longer line up."""
+    ia, ib = fine_candidates(tensors, rows, bucket)
+    none = np.zeros(0, dtype=np.intp)
+    if len(ia) == 0:
+        return none, none, none, np.zeros(0)
+    px = tensors.shape[1]
+    d = px * px
+    used, inv = np.unique(np.concatenate([ia, ib]), return_inverse=True)
+    flat, detail = _fine_vectors(tensors, rows[used])
+    pa, pb = inv[: len(ia)], inv[len(ia) :]
+    best = np.full(len(ia), -np.inf)
+    best_o = np.zeros(len(ia), dtype=np.int64)
+    for c0 in range(0, len(ia), _CHUNK):
+        a, b = pa[c0 : c0 + _CHUNK], pb[c0 : c0 + _CHUNK]
+        fb, db = flat[b].reshape(-1, px, px), detail[b].reshape(-1, px, px)
+        for o in range(8):
+            cf = np.einsum("ij,ij->i", flat[a], orient(fb, o).reshape(-1, d)) / d
+            cd = np.einsum("ij,ij->i", detail[a], orient(db, o).reshape(-1, d)) / d
+            cd = np.where(cf >= MIN_CORR, cd, -np.inf)
+            better = cd > best[c0 : c0 + len(a)]
+            best[c0 : c0 + len(a)][better] = cd[better]
+            best_o[c0 : c0 + len(a)][better] = o
+    hit = best >= MIN_FINE_CORR
+    return ia[hit], ib[hit], best_o[hit], best[hit]
+
+
 # --------------------------------------------------------------------------- groups
 
 
@@ -656,7 +785,8 @@ def search(
     for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs, lum):
         members.sort(key=lambda m: (m.mse, local_paths[m.index]))
         out.append(NearGroup(int(rows[key]), tuple(
-            NearMember(int(rows[m.index]), m.mse, m.rotation, m.mirror, m.measure, m.value)
+            NearMember(int(rows[m.index]), m.mse, m.rotation, m.mirror, m.measure, m.value,
+                       None if m.via is None else int(rows[m.via]))
             for m in members)))
     return out
 
@@ -682,18 +812,21 @@ def find_groups(
     ca, cb = candidate_pairs(feat, feat.eligible, bucket)
     ok, orient_b, value = pair_scores(feat, ca, cb)
     ca, cb, orient_b, value = ca[ok], cb[ok], orient_b[ok], value[ok]
+    fa, fb, fine_o, fine_v = fine_pairs(tensors, rows, bucket)
     ma, mb, proj = mse_matches
-    # one table of undirected matches: (a, b, measure 0=mse/1=corr, value, orientation of b)
-    a = np.concatenate([ma, ca]).astype(np.intp)
-    b = np.concatenate([mb, cb]).astype(np.intp)
-    meas = np.concatenate([np.zeros(len(ma), np.int8), np.ones(len(ca), np.int8)])
-    val = np.concatenate([np.full(len(ma), np.nan), value])
-    ori = np.concatenate([np.zeros(len(ma), np.int64), orient_b])
+    # one table of undirected matches: (a, b, measure (``MEASURES``' index), value,
+    # orientation of b)
+    a = np.concatenate([ma, ca, fa]).astype(np.intp)
+    b = np.concatenate([mb, cb, fb]).astype(np.intp)
+    meas = np.concatenate([np.zeros(len(ma), np.int8), np.ones(len(ca), np.int8),
+                           np.full(len(fa), 2, np.int8)])
+    val = np.concatenate([np.full(len(ma), np.nan), value, fine_v])
+    ori = np.concatenate([np.zeros(len(ma), np.int64), orient_b, fine_o])
     # direct each pair from the better-ranked image; the orientation follows
     swap = rank[a] > rank[b]
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     ori = np.where(swap, _inverse(ori), ori)
-    # the MSE rule first: where both matched, report the MSE
+    # the MSE rule first, then the correlation: where several matched, report the first
     order = np.lexsort((meas, b, rank[a]))
     a, b, meas, val, ori = a[order], b[order], meas[order], val[order], ori[order]
     first = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])] if len(a) else np.zeros(0, bool)
@@ -711,20 +844,76 @@ def find_groups(
             continue
         claimed[b[sel]] = True
         claims.append((key, sel))
+    joined = _attach(claims, a, b, meas, ori, rank, prot)
     every = np.concatenate([sel for _, sel in claims]) if claims else np.zeros(0, np.intp)
-    mse, rot = exact_mse(tensors, rows, a[every], b[every], proj, NEAR_THRESHOLD)
-    at = 0
+    keys = np.array([key for key, _ in claims], dtype=np.intp)
+    # exact MSE and rotation of every member to its key, and of each joined picture to
+    # the member it matched (that rule's value and orientation when it was the MSE one)
+    j_key, j_left, j_via = keys[joined[0]], joined[1], joined[2]
+    mse, rot = exact_mse(tensors, rows, np.concatenate([a[every], j_key, j_via]),
+                         np.concatenate([b[every], j_left, j_left]), proj, NEAR_THRESHOLD)
+    n_m, n_j = len(every), len(j_key)
+    # each member's orientation onto its key (a matched rotation is an orientation < 4)
+    on_key = np.where(meas[every] > 0, ori[every], rot[:n_m])
     groups: list[tuple[int, list[NearMember]]] = []
-    for key, sel in claims:
+    at = 0
+    pos = np.full(n, -1, dtype=np.intp)  # member row -> its index in ``every``
+    pos[b[every]] = np.arange(n_m)
+    for g, (key, sel) in enumerate(claims):
         members = []
         for i, m_mse, m_rot in zip(sel, mse[at : at + len(sel)], rot[at : at + len(sel)],
                                    strict=True):
             o, corr = int(ori[i]), bool(meas[i])
             members.append(NearMember(
                 int(b[i]), float(m_mse), 90 * (o % 4) if corr else 90 * int(m_rot),
-                bool(o >= 4 and corr), "correlation" if corr else "mse",
+                bool(o >= 4 and corr), MEASURES[meas[i]],
                 float(val[i]) if corr else float(m_mse),
             ))
         at += len(sel)
+        for t in np.flatnonzero(joined[0] == g):
+            e, via = int(joined[3][t]), int(j_via[t])
+            corr = bool(meas[e])
+            # the picture's orientation onto the member it matched, then the member's
+            # onto the key (the key itself: none)
+            o1 = int(joined[4][t]) if corr else int(rot[n_m + n_j + t])
+            o = int(_COMPOSE[o1, 0 if via == key else on_key[pos[via]]])
+            members.append(NearMember(
+                int(j_left[t]), float(mse[n_m + t]), 90 * (o % 4), o >= 4, MEASURES[meas[e]],
+                float(val[e]) if corr else float(mse[n_m + n_j + t]), via))
         groups.append((key, members))
     return groups
+
+
+def _attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
+            meas: np.ndarray, ori: np.ndarray, rank: np.ndarray, prot: np.ndarray,
+            ) -> tuple[np.ndarray, ...]:
+    """Pictures that the claiming left out of every group but that match a picture of a
+    group (its key or a member) join that group: one hop, never further, and never a
+    protected one. Matches are not transitive, so without this a rotated copy whose
+    original was claimed by a cropped copy it does not match would stay alone.
+
+    ``a, b, meas, ori`` is the table of matches (b's orientation onto a). Each left-out
+    picture joins the group whose key ranks best among those it matches, through that
+    group's best-ranked picture it matches (the MSE rule first). Returns, per joined
+    picture: its group's index in ``claims``, its row, the row it matched, that match's
+    index in the table and the picture's orientation onto the row it matched."""
+    n = len(rank)
+    group_of = np.full(n, -1, dtype=np.intp)
+    key_rank = np.zeros(n, dtype=np.int64)
+    for g, (key, sel) in enumerate(claims):
+        group_of[key] = g
+        group_of[b[sel]] = g
+        key_rank[key] = rank[key]
+        key_rank[b[sel]] = rank[key]
+    a_out, b_out = group_of[a] < 0, group_of[b] < 0
+    left = np.where(a_out, a, b)
+    e = np.flatnonzero((a_out ^ b_out) & ~prot[left])
+    left, via = left[e], np.where(a_out[e], b[e], a[e])
+    # the table holds b's orientation onto a: the left-out one is b, or undo it
+    o = np.where(a_out[e], _inverse(ori[e]), ori[e])
+    order = np.lexsort((meas[e], rank[via], key_rank[via], left))
+    first = order[np.r_[True, left[order][1:] != left[order][:-1]]] if len(order) else order
+    return (group_of[via[first]], left[first], via[first], e[first], o[first])
+
+
+_COMPOSE = _compose_table()

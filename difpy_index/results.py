@@ -36,12 +36,17 @@ class MemberInfo:
     measure: str | None = None
     value: float | None = None
     orientation: int | None = None  # its EXIF orientation tag (1-8), never applied
+    # ``near`` only: the group's member this one matched (``measure``/``value`` are then
+    # to it, not to the key), None when it matched the key
+    via: str | None = None
 
     def detail(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "mse": self.mse, "rotation": self.rotation,
                                "orientation": self.orientation}
         if self.measure is not None:
             out |= {"mirror": self.mirror, "measure": self.measure, "value": self.value}
+            if self.via is not None:
+                out["via"] = self.via
         return out
 
 

@@ -80,6 +80,98 @@ def test_bounded_search_equals_brute_force(seed: int, n: int) -> None:
     assert got == brute_force(feat)
 
 
+def fine_brute_force(t: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None
+                     ) -> dict[tuple[int, int], tuple[int, float]]:
+    """The fine rule pair by pair, written independently: least squares for the quadratic
+    surface, every orientation of every pair."""
+    px = t.shape[1]
+    yy, xx = np.mgrid[0:px, 0:px] / px
+    design = np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], -1).reshape(-1, 6)
+
+    def vectors(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+        lum = (x[..., 0].astype(float) * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114).ravel()
+        res = lum - design @ np.linalg.lstsq(design, lum, rcond=None)[0]
+        flat = lum - lum.mean()
+        return (flat / max(flat.std(), 1e-12), res / max(np.sqrt((res * res).mean()), 1e-12),
+                float(np.sqrt((res * res).mean())), float(flat.std()))
+
+    def trimmed(x: np.ndarray) -> bool:
+        lum = (x.astype(np.int64) @ np.array([299, 587, 114])) / 1000
+        return bool((near.trim_boxes(lum[None])[0] != [0, 0, px, px]).any())
+
+    out = {}
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            if bucket is not None and bucket[i] != bucket[j]:
+                continue
+            if not (trimmed(t[rows[i]]) or trimmed(t[rows[j]])):
+                continue  # the correlation rule sees the same pictures
+            fa, da, ea, sa = vectors(t[rows[i]])
+            best, best_o = -np.inf, 0
+            for o in range(8):
+                fb, db, eb, sb = vectors(near.orient(t[rows[j]].transpose(2, 0, 1), o).transpose(1, 2, 0))
+                if min(ea, eb) < near.MIN_DETAIL or min(sa, sb) < 1e-6:
+                    break
+                cd = float(da @ db) / len(da)
+                if float(fa @ fb) / len(fa) >= near.MIN_CORR and cd > best:
+                    best, best_o = cd, o
+            if best >= near.MIN_FINE_CORR:
+                out[(i, j)] = (best_o, best)
+    return out
+
+
+def barred_tensors(seed: int, n: int) -> np.ndarray:
+    """``related_tensors`` of which most get a uniform bar on top (at their mean level), so
+    that ``trim_boxes`` trims them and the fine rule compares them."""
+    t = related_tensors(seed, n)
+    rng = np.random.default_rng(seed + 1)
+    for i in np.flatnonzero(rng.random(n) < 0.7):
+        t[i, :6] = t[i].mean(axis=(0, 1)).astype(np.uint8)
+    return t
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 24), same_dim=st.booleans())
+def test_fine_pairs_equal_a_brute_force(seed: int, n: int, same_dim: bool) -> None:
+    t = barred_tensors(seed, n)
+    rows = np.random.default_rng(seed).permutation(n)[: max(2, n - 2)]
+    bucket = (np.arange(len(rows)) % 2) if same_dim else None
+    ia, ib, o, v = near.fine_pairs(t, rows, bucket)
+    got = {(int(a), int(b)): (int(k), float(x)) for a, b, k, x in zip(ia, ib, o, v, strict=True)}
+    ref = fine_brute_force(t, rows, bucket)
+    assert got.keys() == ref.keys()
+    for pair, (k, x) in got.items():
+        assert x == pytest.approx(ref[pair][1], abs=1e-6)
+        assert k == ref[pair][0] or x == pytest.approx(ref[pair][1], abs=1e-9)
+
+
+def test_fine_rule_finds_tone_edits_whose_borders_trim_differently() -> None:
+    """A picture with a smooth sky band on top and its darker, grey copy: the copy's sky
+    is flat enough to trim as a border, the original's is not, so the trimmed pictures no
+    longer line up; the fine rule compares the whole tensors."""
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[0:50, 0:50]
+    sky = np.stack([150 + 0.6 * yy + 5 * np.sin(xx / 3.0)] * 3, axis=-1)
+    ground = rng.uniform(0, 255, (13, 13, 3)).repeat(4, 0).repeat(4, 1)[:50, :50]
+    pic = np.where((yy < 18)[..., None], sky, ground)
+    grey = (pic @ np.array([0.299, 0.587, 0.114]))[..., None].repeat(3, -1) * 0.5 + 10
+    other = rng.uniform(0, 255, (13, 13, 3)).repeat(4, 0).repeat(4, 1)[:50, :50]
+    t = np.clip(np.rint(np.stack([pic, grey, other])), 0, 255).astype(np.uint8)
+    lum = t.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    boxes = near.trim_boxes(lum)
+    assert boxes[0][1] != boxes[1][1], "the copy must trim differently"
+    feat = near.features(t)
+    ok, _, _ = near.pair_scores(feat, np.array([0]), np.array([1]))
+    assert not ok[0], "the trimmed correlation misses it"
+    ia, ib, o, v = near.fine_pairs(t, np.arange(3), None)
+    assert (ia.tolist(), ib.tolist(), o.tolist()) == ([0], [1], [0])
+    assert v[0] >= near.MIN_FINE_CORR
+    groups = near.search(t, np.array([400, 300, 200]), np.array([400, 300, 200]), np.ones(3),
+                         [b"/p.jpg", b"/grey.jpg", b"/other.jpg"])
+    assert [(g.key, [(m.index, m.measure) for m in g.members]) for g in groups] == [
+        (0, [(1, "fine")])]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 40), same_dim=st.booleans(),
        threshold=st.sampled_from([5.0, 31.0, 200.0]))
@@ -165,6 +257,56 @@ def test_trim_boxes_find_uniform_bars() -> None:
     assert boxes[1].tolist() == [0, 0, 50, 50]
 
 
+def test_a_picture_left_out_joins_through_the_member_it_matches() -> None:
+    """K claims O (MSE 25), L matches O (MSE 25, turned) but not K (MSE 100): without the
+    one-hop join L stays alone, because matches are not transitive. The pictures are smooth
+    (no detail for the correlation rule), so only the MSE rule links them."""
+    yy, xx = np.mgrid[0:50, 0:50]
+    o = np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+    d = np.where(np.random.default_rng(5).random((50, 50, 3)) < 0.5, -5, 5)
+    k_, l_ = (o + d).astype(np.uint8), np.rot90((o - d).astype(np.uint8))
+    t = np.stack([l_, o.astype(np.uint8), k_])
+    w, h = np.array([300, 400, 500]), np.array([300, 400, 500])  # K ranks first
+    paths = [b"/x/l.png", b"/x/o.png", b"/x/k.png"]
+    assert not near.features(t).eligible.any()
+    assert mse_exact(t[2], t[0], True)[0] == 100.0
+    for perm in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        groups = near.search(t[perm], w[perm], h[perm], np.ones(3), [paths[i] for i in perm])
+        assert len(groups) == 1
+        g = groups[0]
+        assert paths[perm[g.key]] == b"/x/k.png"
+        by = {paths[perm[m.index]]: m for m in g.members}
+        assert set(by) == {b"/x/o.png", b"/x/l.png"}
+        assert by[b"/x/o.png"].via is None and by[b"/x/o.png"].value == 25.0
+        joined = by[b"/x/l.png"]
+        assert paths[perm[joined.via]] == b"/x/o.png"
+        assert (joined.measure, joined.value, joined.mse) == ("mse", 25.0, 100.0)
+        # L was turned a quarter to the left: three more quarters bring it onto O, and K
+        assert (joined.rotation, joined.mirror) == (270, False)
+
+
+def test_search_json_names_the_member_a_picture_joined_through(tmp_path: Path) -> None:
+    """The same three pictures as files (50 px PNGs: their tensors are their pixels): the
+    catalog's search reports the joined one with ``via``."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:50, 0:50]
+    o = np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+    d = np.where(np.random.default_rng(5).random((50, 50, 3)) < 0.5, -5, 5)
+    (tmp_path / "pics").mkdir()
+    for name, pic in (("k", o + d), ("o", o), ("l", np.rot90(o - d))):
+        Image.fromarray(pic.astype(np.uint8)).save(tmp_path / "pics" / f"{name}.png")
+    with Index.open(tmp_path / "cat.sqlite") as idx:
+        idx.update([tmp_path / "pics"], processes=1)
+        res = idx.search(similarity="near", keep="path")  # k.png ranks first
+    [group] = res.details()
+    assert Path(group["key"]).name == "k.png"
+    by = {Path(m["path"]).name: m for m in group["members"]}
+    assert "via" not in by["o.png"]
+    assert Path(by["l.png"]["via"]).name == "o.png"
+    assert (by["l.png"]["measure"], by["l.png"]["value"], by["l.png"]["mse"]) == ("mse", 25.0, 100.0)
+
+
 def test_groups_explain_themselves_and_ignore_row_order() -> None:
     t = related_tensors(11, 40)
     rng = np.random.default_rng(0)
@@ -176,27 +318,52 @@ def test_groups_explain_themselves_and_ignore_row_order() -> None:
     assert groups, "the planted copies must form groups"
     feat = near.features(t)
     seen = set()
+    joined = 0
     for g in groups:
         assert g.key not in seen
         seen.add(g.key)
-        for m in g.members:
+        onto_key = {g.key: 0}  # each picture's orientation onto the key
+        for m in sorted(g.members, key=lambda m: m.via is not None):
             assert m.index not in seen
             seen.add(m.index)
             mse, _ = mse_exact(t[g.key], t[m.index], True)
             assert m.mse == mse
-            if m.measure == "mse":
-                assert m.value == m.mse <= near.NEAR_THRESHOLD
-                continue
-            assert m.measure == "correlation" and m.value >= near.MIN_DETAIL_CORR
-            # the reported orientation turns the member onto its key
             o = (m.rotation // 90) + (4 if m.mirror else 0)
-            best = -1.0
-            for va, vb in near.COMBOS:
-                fb = near.orient(feat.full[m.index, vb].reshape(near.SIDE, near.SIDE), o)
-                db = near.orient(feat.detail[m.index, vb].reshape(near.SIDE, near.SIDE), o)
-                if float(feat.full[g.key, va] @ fb.ravel()) / D >= near.MIN_CORR:
-                    best = max(best, float(feat.detail[g.key, va] @ db.ravel()) / D)
-            assert best == pytest.approx(m.value, abs=1e-9)
+            onto_key[m.index] = o
+            # the rule that matched, to the key or to the member it joined through
+            other = g.key if m.via is None else m.via
+            if m.via is not None:
+                joined += 1
+                assert m.via in onto_key, "a picture joins through a member of its own group"
+            if m.measure == "mse":
+                mse_other, k = mse_exact(t[other], t[m.index], True)
+                assert m.value == mse_other <= near.NEAR_THRESHOLD
+                via_o = k // 90
+            else:
+                assert m.measure == "correlation" and m.value >= near.MIN_DETAIL_CORR
+                via_o = None
+            if m.via is None:
+                if m.measure == "correlation":
+                    via_o = o
+                else:
+                    continue
+            # the orientation turns the member onto what it matched (then onto the key)
+            best, best_o = -1.0, -1
+            for oo in range(8) if via_o is None else [via_o]:
+                for va, vb in near.COMBOS:
+                    fb = near.orient(feat.full[m.index, vb].reshape(near.SIDE, near.SIDE), oo)
+                    db = near.orient(feat.detail[m.index, vb].reshape(near.SIDE, near.SIDE), oo)
+                    if float(feat.full[other, va] @ fb.ravel()) / D >= near.MIN_CORR:
+                        c = float(feat.detail[other, va] @ db.ravel()) / D
+                        if c > best:
+                            best, best_o = c, oo
+            if m.measure == "correlation":
+                assert best == pytest.approx(m.value, abs=1e-9)
+                via_o = best_o
+            if m.via is not None:
+                x = np.arange(4).reshape(2, 2)
+                assert np.array_equal(near.orient(near.orient(x, via_o), onto_key[m.via]),
+                                      near.orient(x, o))
     perm = rng.permutation(40)
     again = near.search(t[perm], w[perm], h[perm], sizes[perm], [paths[i] for i in perm])
     as_paths = {(paths[perm[g.key]], frozenset(paths[perm[m.index]] for m in g.members))
@@ -253,7 +420,7 @@ def test_near_preset_on_real_photos(small_corpus: Path, tmp_path: Path) -> None:
     # details say why: measure, value and orientation for every member
     for g in result.to_dict()["details"]:
         for mm in g["members"]:
-            assert mm["measure"] in ("mse", "correlation")
+            assert mm["measure"] in near.MEASURES
             assert {"path", "mse", "rotation", "mirror", "value"} <= mm.keys()
     # 'similar' is still difPy's MSE <= 5, without the second measure
     for g in similar.groups:

@@ -207,6 +207,31 @@ def calibrate(root: Path, manifest: corpus.Manifest, workdir: Path, tag: str) ->
     rule = math.ceil((false[0] + MARGIN) * 100) / 100
     print(f"rule: MIN_DETAIL_CORR = largest false + {MARGIN}, rounded up = {rule:.2f} "
           f"(true pairs kept: {(true >= rule).mean():.3f})")
+    # the fine rule: every pair, every orientation, whole untrimmed tensors
+    every = np.arange(len(base))
+    fl, de = near._fine_vectors(data.tensors, every)
+    px = data.tensors.shape[1]
+    lum = near._luma(data.tensors, every)
+    q = near._smooth_basis(px)
+    res = lum - (lum @ q) @ q.T
+    ok = np.sqrt((res * res).mean(axis=1)) >= near.MIN_DETAIL
+    # the rule compares pairs with at least one trimmed border (near.fine_candidates)
+    trimmed = (near.trim_boxes(lum.reshape(-1, px, px)) != [0, 0, px, px]).any(axis=1)
+    fine = np.full((len(base), len(base)), -1.0)
+    for o in range(8):
+        fo = near.orient(fl.reshape(-1, px, px), o).reshape(len(base), -1)
+        do = near.orient(de.reshape(-1, px, px), o).reshape(len(base), -1)
+        cf, cd = fl @ fo.T / px / px, de @ do.T / px / px
+        fine = np.maximum(fine, np.where(cf >= near.MIN_CORR, cd, -1.0))
+    ia, ib = np.triu_indices(len(base), 1)
+    sel = ok[ia] & ok[ib] & (trimmed[ia] | trimmed[ib])
+    same, best = base[ia][sel] == base[ib][sel], fine[ia[sel], ib[sel]]
+    false = np.sort(best[~same])[::-1]
+    rule = math.ceil((false[0] + MARGIN) * 100) / 100
+    print("fine rule, largest false detail correlations: "
+          + ", ".join(f"{v:.4f}" for v in false[:8]))
+    print(f"rule: MIN_FINE_CORR = largest false + {MARGIN}, rounded up = {rule:.2f} "
+          f"(true pairs kept: {(best[same] >= rule).mean():.3f})")
 
 
 def speed_tensors(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
