@@ -595,7 +595,7 @@ class Index:
             t_search = time.time()
             groups: list[GroupInfo] = []
             found_rows: list[list[int]] = []
-            near_input: tuple[np.ndarray, np.ndarray] | None = None
+            near_input: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
             for folder, subset in scopes:
                 found: Sequence[match.Group | near.NearGroup]
                 if use_near:
@@ -607,7 +607,7 @@ class Index:
                             tensors = data.tensors
                             blobs = (data.near if data.near is not None
                                      else [None] * len(data.paths))
-                        near_input = (tensors, near.stored_lumas(blobs, tensors))
+                        near_input = (tensors, near.stored_features(blobs, tensors))
                     found = near.search(
                         near_input[0], data.widths, data.heights, data.sizes, data.paths,
                         same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,

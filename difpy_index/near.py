@@ -46,9 +46,9 @@ from .params import NEAR_THRESHOLD
 __all__ = ["MEASURES", "NEAR_VERSION", "NearGroup", "NearMember", "features", "find_groups", "orient",
            "pair_scores", "search"]
 
-#: Bumped whenever the stored features (``lumas``) change: the catalog keeps it beside
-#: them, and a search computes rows of another version again.
-NEAR_VERSION = "near-2"
+#: Bumped whenever the stored features (``lumas``, ``fine_features``) change: the catalog
+#: keeps it beside them, and a search computes rows of another version again.
+NEAR_VERSION = "near-3"
 #: Resampled luma side, the crop variant's share, and the border trimming parameters.
 SIDE = 16
 CROPS = (0.96, 0.92)
@@ -221,44 +221,87 @@ def lumas(tensors: np.ndarray) -> np.ndarray:
     return out
 
 
-def pack(lum: np.ndarray) -> bytes:
-    """One image's ``lumas`` row as the catalog blob (little-endian float32)."""
-    return np.ascontiguousarray(lum, dtype="<f4").tobytes()
+def fine_features(tensors: np.ndarray) -> np.ndarray:
+    """(n, F + 2) float32 per tensor, what the fine rule needs of it: the orientation
+    invariants of its standardised detail (``fine_candidates``), then 1.0 where its detail
+    is strong enough to match (``MIN_DETAIL``) and 1.0 where ``trim_boxes`` trims a border.
+    Stored in the catalog beside ``lumas``; float32 like them, and the search allows for
+    that rounding."""
+    n = len(tensors)
+    if n == 0:
+        return np.zeros((0, _fine_width() + 2), dtype=np.float32)
+    px = tensors.shape[1]
+    d = px * px
+    proj, plan = _fine_projection(px)
+    out = np.empty((n, _fine_width() + 2), dtype=np.float32)
+    full = np.array([0, 0, px, px], dtype=np.float64)
+    for c0 in range(0, n, _CHUNK):
+        lum = _luma(tensors, np.arange(c0, min(n, c0 + _CHUNK)))
+        c = len(lum)
+        co = lum @ proj
+        smooth = np.einsum("ij,ij->i", co[:, :6], co[:, :6])
+        energy = np.sqrt(np.maximum(np.einsum("ij,ij->i", lum, lum) - smooth, 0.0) / d)
+        centred = lum - lum.mean(axis=1, keepdims=True)
+        spread = np.sqrt(np.einsum("ij,ij->i", centred, centred) / d)
+        out[c0 : c0 + c, :-2] = _fold(co[:, 6:] / np.maximum(energy, _EPS)[:, None], plan)
+        out[c0 : c0 + c, -2] = (energy >= MIN_DETAIL) & (spread > _EPS)
+        out[c0 : c0 + c, -1] = (trim_boxes(lum.reshape(c, px, px)) != full).any(axis=1)
+    return out
 
 
-def unpack(blobs: list[bytes]) -> np.ndarray:
-    """Catalog blobs -> (n, V, D) float32 (``pack``'s inverse)."""
-    shape = (len(blobs), 1 + len(CROPS), SIDE * SIDE)
+def _fine_width() -> int:
+    """How many orientation invariants ``fine_features`` keeps (k + l < ``_K_FINE``)."""
+    return _K_FINE * (_K_FINE + 1) // 2
+
+
+def pack(lum: np.ndarray, fine: np.ndarray) -> bytes:
+    """One image's ``lumas`` row and ``fine_features`` row as the catalog blob
+    (little-endian float32, one after the other)."""
+    return (np.ascontiguousarray(lum, dtype="<f4").tobytes()
+            + np.ascontiguousarray(fine, dtype="<f4").tobytes())
+
+
+def unpack(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Catalog blobs -> (n, V, D) ``lumas`` and (n, F + 2) ``fine_features``, float32
+    (``pack``'s inverse)."""
+    v, d, f = 1 + len(CROPS), SIDE * SIDE, _fine_width() + 2
     if not blobs:
-        return np.zeros(shape, dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(shape).astype(np.float32)
+        return np.zeros((0, v, d), dtype=np.float32), np.zeros((0, f), dtype=np.float32)
+    flat = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), v * d + f)
+    return (flat[:, : v * d].reshape(len(blobs), v, d).astype(np.float32),
+            flat[:, v * d :].astype(np.float32))
 
 
 def batch_blobs(batch: list[dict[int, bytes]]) -> list[dict[int, bytes]]:
-    """[{px: tensor bytes}] -> [{px: ``pack``ed ``lumas``}]: what the catalog stores beside
-    each tensor, for many images in one vectorised pass per tensor size (a decode worker's
-    task, a migration's page of rows)."""
+    """[{px: tensor bytes}] -> [{px: ``pack``ed ``lumas`` and ``fine_features``}]: what the
+    catalog stores beside each tensor, for many images in one vectorised pass per tensor
+    size (a decode worker's task, a migration's page of rows)."""
     out: list[dict[int, bytes]] = [{} for _ in batch]
     for px in sorted({px for tensors in batch for px in tensors}):
         which = [i for i, tensors in enumerate(batch) if px in tensors]
         stack = np.frombuffer(b"".join(batch[i][px] for i in which), dtype=np.uint8)
-        for i, row in zip(which, lumas(stack.reshape(len(which), px, px, 3)), strict=True):
-            out[i][px] = pack(row)
+        stack = stack.reshape(len(which), px, px, 3)
+        for i, row, fine in zip(which, lumas(stack), fine_features(stack), strict=True):
+            out[i][px] = pack(row, fine)
     return out
 
 
-def stored_lumas(blobs: list[bytes | None], tensors: np.ndarray) -> np.ndarray:
-    """(n, V, D) ``lumas`` from the catalog's blobs (None: missing or of another version),
-    the missing ones computed from ``tensors`` (aligned with ``blobs``)."""
+def stored_features(blobs: list[bytes | None], tensors: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(n, V, D) ``lumas`` and (n, F + 2) ``fine_features`` from the catalog's blobs (None:
+    missing or of another version), the missing ones computed from ``tensors`` (aligned
+    with ``blobs``)."""
     out = np.empty((len(blobs), 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
+    fine = np.empty((len(blobs), _fine_width() + 2), dtype=np.float32)
     have = np.array([b is not None for b in blobs], dtype=bool)
     idx = np.flatnonzero(have)
     if len(idx):
-        out[idx] = unpack([blobs[i] for i in idx])  # type: ignore[misc]
+        out[idx], fine[idx] = unpack([blobs[i] for i in idx])  # type: ignore[misc]
     for c0 in range(0, len(blobs) - len(idx), _CHUNK):
         miss = np.flatnonzero(~have)[c0 : c0 + _CHUNK]
-        out[miss] = lumas(np.asarray(tensors[miss]))
-    return out
+        t = np.asarray(tensors[miss])
+        out[miss], fine[miss] = lumas(t), fine_features(t)
+    return out, fine
 
 
 def features(tensors: np.ndarray | None, rows: np.ndarray | None = None,
@@ -674,38 +717,29 @@ def _fine_projection(px: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     return np.concatenate([q, basis - q @ (q.T @ basis)], axis=1), plan
 
 
-def fine_candidates(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def fine_candidates(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None,
+                    fine: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j, local) of ``tensors[rows]``, at least one of them with a border
     ``trim_boxes`` trims (else the correlation rule sees the same pictures), that the fine
     rule's orientation invariants (low DCT frequencies of the detail, folded) cannot rule
-    out. One matrix product per chunk: the detail's coefficients are the luma's on the
-    basis with the quadratic surfaces taken out, and its norm is the luma's minus theirs."""
+    out. ``fine``: their ``fine_features`` (aligned with ``rows``; the catalog's), else
+    computed here."""
     px = tensors.shape[1]
     d = px * px
-    proj, plan = _fine_projection(px)
+    if fine is None:
+        fine = np.concatenate([fine_features(np.asarray(tensors[rows[c0 : c0 + _CHUNK]]))
+                               for c0 in range(0, len(rows), _CHUNK)]) if len(rows) else \
+            fine_features(tensors[:0])
     lim = 2 * d * (1 - MIN_FINE_CORR) + 1e-6 * d
-    inv = np.empty((len(rows), proj.shape[1] - 6))
-    ok = np.zeros(len(rows), dtype=bool)
-    trimmed = np.zeros(len(rows), dtype=bool)
-    full = np.array([0, 0, px, px], dtype=np.float64)
-    for c0 in range(0, len(rows), _CHUNK):
-        lum = _luma(tensors, rows[c0 : c0 + _CHUNK])
-        c = len(lum)
-        co = lum @ proj
-        smooth = np.einsum("ij,ij->i", co[:, :6], co[:, :6])
-        energy = np.sqrt(np.maximum(np.einsum("ij,ij->i", lum, lum) - smooth, 0.0) / d)
-        centred = lum - lum.mean(axis=1, keepdims=True)
-        spread = np.sqrt(np.einsum("ij,ij->i", centred, centred) / d)
-        inv[c0 : c0 + c] = _fold(co[:, 6:] / np.maximum(energy, _EPS)[:, None], plan) / math.sqrt(lim)
-        ok[c0 : c0 + c] = (energy >= MIN_DETAIL) & (spread > _EPS)
-        trimmed[c0 : c0 + c] = (trim_boxes(lum.reshape(c, px, px)) != full).any(axis=1)
+    inv = np.asarray(fine[:, :-2], dtype=np.float64) / math.sqrt(lim)
+    ok, trimmed = fine[:, -2] > 0.5, fine[:, -1] > 0.5
     every, some = np.flatnonzero(ok), np.flatnonzero(ok & trimmed)
     none = np.zeros(0, dtype=np.intp)
     if len(every) < 2 or len(some) == 0:
         return none, none
     by_spread = np.argsort(-inv[every].std(axis=0), kind="stable")
-    ia, ib = join(inv[every][:, by_spread], inv[some][:, by_spread])
+    # the radius allows for the float32 rounding of the stored invariants (below 1e-6)
+    ia, ib = join(inv[every][:, by_spread], inv[some][:, by_spread], 1.0 + 1e-5)
     ia, ib = every[ia], some[ib]
     ia, ib = np.minimum(ia, ib), np.maximum(ia, ib)
     keep = ia != ib
@@ -715,8 +749,8 @@ def fine_candidates(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | 
     return (key // len(rows)).astype(np.intp), (key % len(rows)).astype(np.intp)
 
 
-def fine_pairs(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None
-               ) -> tuple[np.ndarray, ...]:
+def fine_pairs(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None,
+               fine: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """The fine rule's matches (i < j, local): in one of the 8 orientations of j, the whole
     untrimmed luma of the two tensors correlates at least ``MIN_CORR`` and its detail at
     least ``MIN_FINE_CORR``. With the best such orientation of j and its detail
@@ -725,7 +759,7 @@ def fine_pairs(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None
     For edits that keep every pixel where it was (brightness, contrast, tone curves,
     saturation, grey) but move the borders ``trim_boxes`` finds: a sky that darkens can
     stop being a "uniform border", and the trimmed pictures no longer line up."""
-    ia, ib = fine_candidates(tensors, rows, bucket)
+    ia, ib = fine_candidates(tensors, rows, bucket, fine)
     none = np.zeros(0, dtype=np.intp)
     if len(ia) == 0:
         return none, none, none, np.zeros(0)
@@ -763,11 +797,12 @@ def search(
     subset: np.ndarray | None = None,
     order: np.ndarray | None = None,
     protected: np.ndarray | None = None,
-    stored: np.ndarray | None = None,
+    stored: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[NearGroup]:
     """``near`` groups, as match.find_groups' (same ranks, subset and protected rows);
-    members by (mse, path), keys in rank order. ``stored``: every row's ``lumas`` (from
-    the catalog), else they are computed from the tensors."""
+    members by (mse, path), keys in rank order. ``stored``: every row's ``lumas`` and
+    ``fine_features`` (``stored_features``: the catalog's), else they are computed from
+    the tensors."""
     from . import match
 
     scope = match.search_scope(widths, heights, sizes, paths, subset, order, protected, same_dim)
@@ -781,8 +816,8 @@ def search(
     ok = hit <= NEAR_THRESHOLD
     pairs = (ia[ok], ib[ok], proj)
     out = []
-    lum = None if stored is None else np.asarray(stored)[rows]
-    for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs, lum):
+    mine = None if stored is None else (np.asarray(stored[0])[rows], np.asarray(stored[1])[rows])
+    for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs, mine):
         members.sort(key=lambda m: (m.mse, local_paths[m.index]))
         out.append(NearGroup(int(rows[key]), tuple(
             NearMember(int(rows[m.index]), m.mse, m.rotation, m.mirror, m.measure, m.value,
@@ -798,7 +833,7 @@ def find_groups(
     prot: np.ndarray,
     bucket: np.ndarray | None,
     mse_matches: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]],
-    stored: np.ndarray | None = None,
+    stored: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[int, list[NearMember]]]:
     """Groups (local row indices) claimed in rank order over the union of both rules.
 
@@ -808,11 +843,11 @@ def find_groups(
     over the rotations) is computed once the groups are known.
     """
     n = len(rows)
-    feat = features(tensors, rows, stored)
+    feat = features(tensors, rows, None if stored is None else stored[0])
     ca, cb = candidate_pairs(feat, feat.eligible, bucket)
     ok, orient_b, value = pair_scores(feat, ca, cb)
     ca, cb, orient_b, value = ca[ok], cb[ok], orient_b[ok], value[ok]
-    fa, fb, fine_o, fine_v = fine_pairs(tensors, rows, bucket)
+    fa, fb, fine_o, fine_v = fine_pairs(tensors, rows, bucket, None if stored is None else stored[1])
     ma, mb, proj = mse_matches
     # one table of undirected matches: (a, b, measure (``MEASURES``' index), value,
     # orientation of b)

@@ -276,7 +276,65 @@ def test_schema_0004_fills_near_features_of_an_older_catalog(tmp_path: Path) -> 
     for px, data, blob, version in rows:
         t = np.frombuffer(data, np.uint8).reshape(1, px, px, 3)
         assert version == near.NEAR_VERSION
-        assert blob == near.pack(near.lumas(t)[0])
+        assert blob == near.pack(near.lumas(t)[0], near.fine_features(t)[0])
     # the three pictures with their mirrored copies, by the correlation rule
     assert len(result.groups) == 3
     assert all(m.measure == "correlation" and m.mirror for g in result.groups for m in g.members)
+
+
+def test_schema_0006_refills_near_features_with_the_fine_rules(tmp_path: Path) -> None:
+    """A catalog whose ``near`` blobs are of the earlier layout (``lumas`` only, near-2) at
+    schema 0004 gets every row refilled on upgrade, from its stored tensor (no file is read:
+    the images are emptied first), and a search of the upgraded catalog finds the tone edit
+    that only the fine rule matches."""
+    import numpy as np
+    from alembic import command
+    from PIL import Image
+
+    from difpy_index import near
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[0:50, 0:50]
+    sky = np.stack([150 + 0.6 * yy + 5 * np.sin(xx / 3.0)] * 3, axis=-1)
+    ground = rng.uniform(0, 255, (13, 13, 3)).repeat(4, 0).repeat(4, 1)[:50, :50]
+    pic = np.where((yy < 18)[..., None], sky, ground)
+    grey = (pic @ np.array([0.299, 0.587, 0.114]))[..., None].repeat(3, -1) * 0.5 + 10
+    for name, arr in (("pic", pic), ("grey", grey)):
+        Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).save(imgs / f"{name}.png")
+    path = tmp_path / "cat.sqlite"
+    with Index.open(path) as idx:
+        idx.update([imgs], processes=1)
+    engine = make_engine(path)
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0004")  # type: ignore[arg-type]
+    engine.dispose()
+    conn = sqlite3.connect(path)
+    for fid, data in conn.execute("SELECT file_id, data FROM tensors").fetchall():
+        t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
+        old = np.ascontiguousarray(near.lumas(t)[0], dtype="<f4").tobytes()
+        conn.execute("UPDATE tensors SET near = ?, near_version = 'near-2' WHERE file_id = ?",
+                     (old, fid))
+    conn.commit()
+    conn.close()
+    assert migrate.inspect_file(path) == "0004"
+    saved = {p: p.read_bytes() for p in imgs.iterdir()}
+    for p in saved:
+        p.write_bytes(b"")
+    with Index.open(path) as idx:
+        assert idx.status()["schema"] == migrate.HEAD
+    for p, data in saved.items():
+        p.write_bytes(data)
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT data, near, near_version FROM tensors").fetchall()
+    conn.close()
+    assert len(rows) == 2
+    for data, blob, version in rows:
+        t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
+        assert version == near.NEAR_VERSION == "near-3"
+        assert blob == near.pack(near.lumas(t)[0], near.fine_features(t)[0])
+    with Index.open(path) as idx:
+        result = idx.search(similarity="near")
+    assert [(g.key.endswith("pic.png"), [m.measure for m in g.members]) for g in result.groups] \
+        == [(True, ["fine"])]

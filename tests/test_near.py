@@ -470,7 +470,8 @@ def test_update_stores_features_and_search_reads_them(tmp_path: Path) -> None:
     assert len(rows) == 8
     for _, data, blob, version in rows:
         t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
-        assert version == near.NEAR_VERSION and blob == near.pack(near.lumas(t)[0])
+        assert version == near.NEAR_VERSION
+        assert blob == near.pack(near.lumas(t)[0], near.fine_features(t)[0])
     first = groups()
     assert len(first) == 4
     # stale and missing features: the search computes them from the tensors instead
@@ -484,11 +485,14 @@ def test_update_stores_features_and_search_reads_them(tmp_path: Path) -> None:
 def test_batch_features_equal_one_at_a_time():
     """Decode workers make the stored features a task at a time; a file's features must
     not depend on which files shared its task (results never depend on scan order)."""
-    from difpy_index.near import batch_blobs, lumas, pack
+    from difpy_index.near import batch_blobs, fine_features, lumas, pack
 
     def one_at_a_time(tensors: dict[int, bytes]) -> dict[int, bytes]:
-        return {px: pack(lumas(np.frombuffer(b, dtype=np.uint8).reshape(1, px, px, 3))[0])
-                for px, b in tensors.items()}
+        out = {}
+        for px, b in tensors.items():
+            t = np.frombuffer(b, dtype=np.uint8).reshape(1, px, px, 3)
+            out[px] = pack(lumas(t)[0], fine_features(t)[0])
+        return out
 
     rng = np.random.default_rng(7)
     batch = []

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Every revision this code knows, oldest first. A test checks it against migrations/.
-REVISIONS = ("0001", "0002", "0003", "0005", "0004")
+REVISIONS = ("0001", "0002", "0003", "0005", "0004", "0006")
 HEAD = REVISIONS[-1]
 
 

@@ -71,8 +71,9 @@ class Tensor(Base):
     # (``tensorhash``): what ``duplicates`` groups by in SQL (schema 0005)
     digest: Mapped[int | None] = mapped_column(BigInteger)
     turned_digest: Mapped[int | None] = mapped_column(BigInteger)
-    # the ``near`` preset's features of this tensor (near.lumas, float32) and their layout
-    # version (near.NEAR_VERSION); NULL or another version: computed again when searched
+    # the ``near`` preset's features of this tensor (near.lumas and near.fine_features,
+    # float32) and their layout version (near.NEAR_VERSION); NULL or another version:
+    # computed again when searched
     near: Mapped[bytes | None] = mapped_column(LargeBinary)
     near_version: Mapped[str | None] = mapped_column(String(16))
 

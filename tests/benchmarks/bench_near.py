@@ -280,7 +280,7 @@ def speed(sizes: list[int], repeat: int = 3) -> None:
     for n in sizes:
         t, w, h, sz = speed_tensors(n)
         paths = [b"/speed/%07d.jpg" % i for i in range(n)]
-        stored = near.lumas(t)
+        stored = (near.lumas(t), near.fine_features(t))
         runs: list[list[tuple[float, float]]] = [[], [], []]
         for _ in range(repeat):
             for k in range(3):
