@@ -36,6 +36,7 @@ on file order.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -75,7 +76,9 @@ _MSE_GRID = 10
 _BLOCK = 2  # coarse grid for the bounds: SIDE / _BLOCK = 8 blocks a side
 _CHUNK = 512
 _ROWS = 256
+_JOIN_DIMS = 32  # coordinates of the correlation rule's joins (``candidate_pairs``)
 _PAIR_CHUNK = 4096
+_WAVE = 2048  # MSE candidates verified at once in claim order (``_claim``)
 _EPS = 1e-6
 _LUMA = np.array([299, 587, 114], dtype=np.float32)
 
@@ -196,8 +199,10 @@ def _smooth_basis(side: int) -> np.ndarray:
 
 
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` divided by its RMS over the last axis, in place, and that RMS."""
     rms = np.sqrt(np.einsum("...i,...i->...", x, x) / x.shape[-1])
-    return x / np.maximum(rms, _EPS)[..., None], rms
+    x /= np.maximum(rms, _EPS)[..., None]
+    return x, rms
 
 
 def lumas(tensors: np.ndarray) -> np.ndarray:
@@ -314,17 +319,22 @@ def features(tensors: np.ndarray | None, rows: np.ndarray | None = None,
         stored = np.concatenate([lumas(tensors[rows[c0 : c0 + _CHUNK]])
                                  for c0 in range(0, len(rows), _CHUNK)]) if len(rows) else \
             np.zeros((0, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
-    r = np.asarray(stored, dtype=np.float64)
+    # float64 from here; two (n, V, D) arrays, made in place (products as 2-D matrices:
+    # one BLAS call each, not one per image)
+    r = np.array(stored, dtype=np.float64)
+    n, nv, d = r.shape
     q = _smooth_basis(SIDE)
-    f = r - r.mean(axis=2, keepdims=True)
-    full, rms = _standardise(f)
-    detail, e = _standardise(r - (r @ q) @ q.T)
+    detail = ((r.reshape(-1, d) @ q) @ q.T).reshape(r.shape)
+    np.subtract(r, detail, out=detail)
+    detail, e = _standardise(detail)
+    r -= r.mean(axis=2, keepdims=True)
+    full, rms = _standardise(r)
     energy, flat_rms = e[:, 0], rms[:, 0]
     eligible = (energy >= MIN_DETAIL) & (flat_rms > _EPS)
     lim_f, lim_d = _limits()
     basis, plan = _fold_plan(SIDE, _K_CORR)
-    efull = _fold(full @ basis, plan) / math.sqrt(lim_f)
-    edetail = _fold(detail @ basis, plan) / math.sqrt(lim_d)
+    efull = _fold((full.reshape(-1, d) @ basis).reshape(n, nv, -1), plan) / math.sqrt(lim_f)
+    edetail = _fold((detail.reshape(-1, d) @ basis).reshape(n, nv, -1), plan) / math.sqrt(lim_d)
     return Features(full, detail, _coarse(full), _coarse(detail), energy, eligible,
                     efull, edetail)
 
@@ -393,7 +403,7 @@ def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
     the projection leaves out (grey levels), so that ``MSE <= bound * threshold +
     (rms_a + rms_b)**2`` (the left-out parts are orthogonal to the projection, which
     commutes with every rotation, and their difference is at most the sum of their norms)."""
-    from .match import _block_sums, _segments
+    from .match import _acc_dtype, _block_sums, _segments
 
     px = tensors.shape[1]
     bounds = _segments(px, _MSE_GRID)
@@ -406,6 +416,7 @@ def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
     chroma_basis, chroma_plan = _fold_plan(m, min(_K_CHROMA, m))
     scale = 1.0 / math.sqrt(px * px * 3 * threshold)
     d = px * px * 3
+    acc = _acc_dtype(d)
     parts = []
     blocks = np.empty((len(rows), m, m, 3))
     rest = np.empty(len(rows))
@@ -414,7 +425,7 @@ def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
         g = _block_sums(t, bounds)  # (c, m, m, 3)
         g = (g.reshape(len(g), m * m, 3) @ colour.T) * norm[None, :, None]
         blocks[c0 : c0 + len(g)] = g.reshape(len(g), m, m, 3) * scale
-        flat = t.reshape(len(t), d).astype(np.float64)  # integer squares: exact sums
+        flat = t.reshape(len(t), d).astype(acc)  # integer squares: exact sums
         kept = np.einsum("cij,cij->c", g, g)
         rest[c0 : c0 + len(g)] = np.sqrt(np.maximum(
             np.einsum("ij,ij->i", flat, flat) - kept, 0.0) / d)
@@ -661,7 +672,10 @@ def candidate_pairs(feat: Features, rows_ok: np.ndarray, bucket: np.ndarray | No
         return none, none
     ef, ed = feat.efull[idx], feat.edetail[idx]
     nv = ed.shape[1]
-    by_spread = np.argsort(-ed[:, 0].std(axis=0), kind="stable")  # widest coordinate first
+    # the joins compare the _JOIN_DIMS widest coordinates only (widest first): dropping
+    # coordinates only shortens distances, so no pair is lost, and the full invariants
+    # are checked below; the product, the joins' cost, shrinks more than the survivors grow
+    by_spread = np.argsort(-ed[:, 0].std(axis=0), kind="stable")[:_JOIN_DIMS]
     a0, b0 = join(ed[:, 0][:, by_spread])
     crops = ed[:, 1:].transpose(1, 0, 2).reshape((nv - 1) * n, -1)
     a1, b1 = join(ed[:, 0][:, by_spread], crops[:, by_spread])
@@ -693,8 +707,9 @@ def _luma(tensors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """(c, px * px) float64 luma of ``tensors[rows]``, as ``lumas`` computes it: the
     integer weights' sums (below 2**24) are exact in float32, and fast."""
     t = np.asarray(tensors[rows])
-    out: np.ndarray = (t.reshape(len(t), -1, 3).astype(np.float32) @ _LUMA).astype(np.float64)
-    return out / 1000.0
+    # one matrix-vector product over every pixel (not one per picture)
+    out: np.ndarray = (t.reshape(-1, 3).astype(np.float32) @ _LUMA).astype(np.float64)
+    return out.reshape(len(t), t.shape[1] * t.shape[2]) / 1000.0
 
 
 def _fine_vectors(tensors: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -809,15 +824,12 @@ def search(
     if scope is None:
         return []
     rows, rank, prot, bucket, local_paths = scope
-    # the MSE rule's matches: any rotation within the threshold (the exact minimum is
-    # computed for the group members only)
-    ia, ib, proj = mse_candidates(tensors, rows, NEAR_THRESHOLD, bucket)
-    hit, _ = exact_mse(tensors, rows, ia, ib, proj, NEAR_THRESHOLD, NEAR_THRESHOLD, first=True)
-    ok = hit <= NEAR_THRESHOLD
-    pairs = (ia[ok], ib[ok], proj)
+    # the MSE rule's candidates: verified in claim order, only where they can still claim
+    # (the exact minimum over the rotations is computed for the group members only)
+    cands = mse_candidates(tensors, rows, NEAR_THRESHOLD, bucket)
     out = []
     mine = None if stored is None else (np.asarray(stored[0])[rows], np.asarray(stored[1])[rows])
-    for key, members in find_groups(tensors, rank, rows, prot, bucket, pairs, mine):
+    for key, members in find_groups(tensors, rank, rows, prot, bucket, cands, mine):
         members.sort(key=lambda m: (m.mse, local_paths[m.index]))
         out.append(NearGroup(int(rows[key]), tuple(
             NearMember(int(rows[m.index]), m.mse, m.rotation, m.mirror, m.measure, m.value,
@@ -832,15 +844,20 @@ def find_groups(
     rows: np.ndarray,
     prot: np.ndarray,
     bucket: np.ndarray | None,
-    mse_matches: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]],
+    mse_candidates: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]],
     stored: tuple[np.ndarray, np.ndarray] | None = None,
+    lazy: bool = True,
 ) -> list[tuple[int, list[NearMember]]]:
-    """Groups (local row indices) claimed in rank order over the union of both rules.
+    """Groups (local row indices) claimed in rank order over the union of the rules.
 
-    ``mse_matches`` are the pairs (a, b) in local indices whose MSE is within the
-    threshold in some rotation, with the block projections ``mse_invariants`` made for it;
-    the correlation matches are found here. Each member's exact MSE to its key (minimum
-    over the rotations) is computed once the groups are known.
+    ``mse_candidates`` are pairs (a, b) in local indices that may be within the MSE
+    threshold in some rotation (``mse_candidates``: a superset of the MSE rule's
+    matches), with the block projections ``mse_invariants`` made for it; the correlation
+    and fine matches are found here. An MSE candidate is verified only where the result
+    can depend on it (``_claim``, then the pairs ``_attach`` looks at): the groups are
+    those of verifying every candidate first (``lazy`` False, for the tests). Each
+    member's exact MSE to its key (minimum over the rotations) is computed once the groups
+    are known.
     """
     n = len(rows)
     feat = features(tensors, rows, None if stored is None else stored[0])
@@ -848,9 +865,9 @@ def find_groups(
     ok, orient_b, value = pair_scores(feat, ca, cb)
     ca, cb, orient_b, value = ca[ok], cb[ok], orient_b[ok], value[ok]
     fa, fb, fine_o, fine_v = fine_pairs(tensors, rows, bucket, None if stored is None else stored[1])
-    ma, mb, proj = mse_matches
-    # one table of undirected matches: (a, b, measure (``MEASURES``' index), value,
-    # orientation of b)
+    ma, mb, proj = mse_candidates
+    # one table of undirected pairs: (a, b, measure (``MEASURES``' index; 0: an MSE
+    # candidate, not yet verified), value, orientation of b)
     a = np.concatenate([ma, ca, fa]).astype(np.intp)
     b = np.concatenate([mb, cb, fb]).astype(np.intp)
     meas = np.concatenate([np.zeros(len(ma), np.int8), np.ones(len(ca), np.int8),
@@ -861,24 +878,49 @@ def find_groups(
     swap = rank[a] > rank[b]
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     ori = np.where(swap, _inverse(ori), ori)
-    # the MSE rule first, then the correlation: where several matched, report the first
+    # one row per pair, in claim order: whether it is an MSE candidate, and its first
+    # other match (the correlation before the fine rule; a pair is in each list once)
     order = np.lexsort((meas, b, rank[a]))
     a, b, meas, val, ori = a[order], b[order], meas[order], val[order], ori[order]
     first = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])] if len(a) else np.zeros(0, bool)
-    a, b, meas, val, ori = a[first], b[first], meas[first], val[first], ori[first]
-    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]]) if len(a) else np.zeros(0, int)
-    ends = np.r_[starts[1:], len(a)]
-    claimed = np.zeros(n, dtype=bool)
-    claims: list[tuple[int, np.ndarray]] = []
-    for s, e in zip(starts, ends, strict=False):
-        key = int(a[s])
-        if claimed[key]:
-            continue
-        sel = np.flatnonzero(~(claimed[b[s:e]] | prot[b[s:e]])) + int(s)
-        if len(sel) == 0:
-            continue
-        claimed[b[sel]] = True
-        claims.append((key, sel))
+    head = np.cumsum(first) - 1  # each row's pair
+    alt = np.flatnonzero((meas > 0) & (first | (np.r_[1, meas[:-1]] == 0)))
+    is_mse = meas[first] == 0
+    alt_meas = np.full(len(is_mse), -1, dtype=np.int8)
+    alt_meas[head[alt]] = meas[alt]
+    alt_val = np.full(len(is_mse), np.nan)
+    alt_val[head[alt]] = val[alt]
+    alt_ori = np.zeros(len(is_mse), dtype=np.int64)
+    alt_ori[head[alt]] = ori[alt]
+    a, b = a[first], b[first]
+    hit = np.zeros(len(a), dtype=bool)  # MSE within the threshold, known
+    unknown = is_mse.copy()  # MSE candidates not verified yet
+
+    def verify(idx: np.ndarray) -> None:
+        best, _ = exact_mse(tensors, rows, a[idx], b[idx], proj, NEAR_THRESHOLD,
+                            NEAR_THRESHOLD, first=True)
+        hit[idx] = best <= NEAR_THRESHOLD
+        unknown[idx] = False
+
+    if not lazy:  # every candidate first: the reference the lazy claiming must equal
+        verify(np.flatnonzero(unknown))
+    claims = _claim(a, b, hit, unknown, alt_meas > 0, prot, verify)
+    # ``_attach`` looks at the matches between a grouped picture and one left out (and
+    # not protected): those MSE candidates are verified too
+    grouped = np.zeros(n, dtype=bool)
+    for key, sel in claims:
+        grouped[key] = True
+        grouped[b[sel]] = True
+    left = np.where(grouped[a], b, a)
+    verify(np.flatnonzero(unknown & (grouped[a] ^ grouped[b]) & ~prot[left]))
+    # the table of matches: the MSE rule first, then the correlation, then the fine rule
+    meas = np.where(hit, 0, alt_meas).astype(np.int8)
+    val = np.where(hit, np.nan, alt_val)
+    ori = np.where(hit, 0, alt_ori)
+    keep = meas >= 0
+    renum = np.cumsum(keep) - 1  # claimed pairs all match, so all are kept
+    a, b, meas, val, ori = a[keep], b[keep], meas[keep], val[keep], ori[keep]
+    claims = [(key, renum[sel]) for key, sel in claims]
     joined = _attach(claims, a, b, meas, ori, rank, prot)
     every = np.concatenate([sel for _, sel in claims]) if claims else np.zeros(0, np.intp)
     keys = np.array([key for key, _ in claims], dtype=np.intp)
@@ -917,6 +959,52 @@ def find_groups(
                 float(val[e]) if corr else float(mse[n_m + n_j + t]), via))
         groups.append((key, members))
     return groups
+
+
+def _claim(a: np.ndarray, b: np.ndarray, hit: np.ndarray, unknown: np.ndarray,
+           other: np.ndarray, prot: np.ndarray, verify: Callable[[np.ndarray], None],
+           ) -> list[tuple[int, np.ndarray]]:
+    """Greedy claiming over directed pairs sorted by their key's rank: each unclaimed key
+    claims every unclaimed, unprotected picture it matches (``other``: by a rule already
+    verified; ``hit``: by its MSE, known once ``verify`` has looked at the pair, which it
+    does for the pairs still ``unknown``, updating both). Returns the claims (key, pair
+    indices).
+
+    MSE candidates are verified lazily, in waves: the next keys in rank order whose pairs
+    still open (key and member unclaimed, member unprotected, MSE unknown) add up to about
+    ``_WAVE`` are verified at once (one vectorised ``exact_mse``), then claimed one key
+    after the other. Claims only grow, so every pair a key of the wave can still claim was
+    open when its wave started and is known by its turn; a pair that closes during its
+    wave was verified for nothing, which costs time, never a result."""
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]]) if len(a) else np.zeros(0, np.intp)
+    ends = np.r_[starts[1:], len(a)].astype(np.intp)
+    claimed = np.zeros(len(prot), dtype=bool)
+    claims: list[tuple[int, np.ndarray]] = []
+    k0 = 0
+    while k0 < len(starts):
+        s0 = int(starts[k0])
+        # the wave: keys from k0 until their open pairs reach _WAVE (looked for in a
+        # window of pairs, so that a wave costs what it verifies, not the whole table)
+        s1 = min(len(a), s0 + 16 * _WAVE)
+        wa, wb = a[s0:s1], b[s0:s1]
+        count = np.cumsum(unknown[s0:s1] & ~(claimed[wa] | claimed[wb] | prot[wb]))
+        stop = int(np.searchsorted(count, _WAVE)) if count[-1] >= _WAVE else s1 - s0 - 1
+        k1 = max(int(np.searchsorted(starts, s0 + stop, side="right")), k0 + 1)
+        e = int(ends[k1 - 1])  # the last key's pairs may reach past the window
+        wa, wb = a[s0:e], b[s0:e]
+        verify(np.flatnonzero(unknown[s0:e] & ~(claimed[wa] | claimed[wb] | prot[wb])) + s0)
+        for k in range(k0, k1):
+            s, e = int(starts[k]), int(ends[k])
+            key = int(a[s])
+            if claimed[key]:
+                continue
+            bk = b[s:e]
+            sel = np.flatnonzero(~(claimed[bk] | prot[bk]) & (hit[s:e] | other[s:e])) + s
+            if len(sel):
+                claimed[b[sel]] = True
+                claims.append((key, sel))
+        k0 = k1
+    return claims
 
 
 def _attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,

@@ -18,7 +18,7 @@ from pathlib import Path
 import near_corpus
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from difpy_index import Index, near
@@ -370,6 +370,95 @@ def test_groups_explain_themselves_and_ignore_row_order() -> None:
                 for g in again}
     assert as_paths == {(paths[g.key], frozenset(paths[m.index] for m in g.members))
                         for g in groups}
+
+
+def clustered_tensors(seed: int, n: int) -> np.ndarray:
+    """Dense clusters: a few pictures, each with many copies. Textured ones get noise of
+    random strength (copy pairs on both sides of the MSE threshold), some of them oriented
+    or with their tone changed (correlation matches), some dark bars (the fine rule);
+    smooth ones (no detail: the MSE rule only) get +-s patterns, so a copy can match
+    another that does not match its key (the one-hop joins). And a few unrelated ones."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:50, 0:50]
+    smooth = [np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1) + c
+              for c in rng.uniform(-40, 40, int(rng.integers(1, 3)))]
+    textured = list(related_tensors(seed, int(rng.integers(1, 4))).astype(np.float64))
+    out = np.empty((n, 50, 50, 3))
+    for i in range(n):
+        if rng.random() < 0.1:
+            out[i] = related_tensors(seed + i + 1, 1)[0]
+            continue
+        if rng.random() < 0.4:
+            src = smooth[int(rng.integers(len(smooth)))]
+            out[i] = np.rot90(src + rng.choice([-1, 1], src.shape) * rng.uniform(2, 5.5),
+                              int(rng.integers(4)))
+            continue
+        src = textured[int(rng.integers(len(textured)))]
+        if rng.random() < 0.3:
+            o = int(rng.integers(8))
+            src = np.rot90(src[:, ::-1] if o >= 4 else src, o % 4) * rng.uniform(0.8, 1.1) + 10
+        out[i] = src + rng.normal(0, rng.uniform(0.5, 6.0), src.shape)
+        if rng.random() < 0.15:
+            out[i, : int(rng.integers(3, 8))] = rng.uniform(0, 6)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _groups(t: np.ndarray, scope: tuple, lazy: bool) -> list[tuple]:
+    rows, rank, prot, bucket, _ = scope
+    cands = near.mse_candidates(t, rows, near.NEAR_THRESHOLD, bucket)
+    return [(key, sorted(members, key=lambda m: m.index))
+            for key, members in near.find_groups(t, rank, rows, prot, bucket, cands, lazy=lazy)]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 45),
+       wave=st.sampled_from([1, 2, 3, 16, 2048]), same_dim=st.booleans(),
+       with_subset=st.booleans(), with_order=st.booleans())
+@example(seed=146, n=19, wave=1, same_dim=False, with_subset=False, with_order=False)
+def test_lazy_claiming_equals_eager(seed: int, n: int, wave: int, same_dim: bool,
+                                    with_subset: bool, with_order: bool) -> None:
+    """Verifying MSE candidates only where the result can depend on them (in claim order,
+    in waves of any size) gives the groups of verifying every candidate first: same keys,
+    members, measures, values, rotations, mirrors and joins, with protected rows, subsets,
+    same_dim buckets and orders."""
+    from difpy_index.match import search_scope
+
+    t = clustered_tensors(seed, n)
+    rng = np.random.default_rng(seed)
+    w = rng.choice([40, 60], n) if same_dim else np.full(n, 50)
+    sizes = rng.integers(1000, 10**6, n)
+    paths = [b"/c/%03d.png" % i for i in range(n)]
+    subset = rng.permutation(n)[: max(2, n - 4)] if with_subset else None
+    order = rng.permutation(n) if with_order else None
+    protected = rng.random(n) < 0.15
+    scope = search_scope(w, np.full(n, 50), sizes, paths, subset, order, protected, same_dim)
+    assert scope is not None
+    want = _groups(t, scope, lazy=False)
+    old = near._WAVE
+    near._WAVE = wave
+    try:
+        got = _groups(t, scope, lazy=True)
+    finally:
+        near._WAVE = old
+    assert got == want
+
+
+def test_clustered_tensors_are_dense() -> None:
+    """The corpus of ``test_lazy_claiming_equals_eager`` has what it is for: big groups
+    whose members match by both rules, pictures that join through a member, and MSE
+    candidates that match but are never needed, or do not match."""
+    t = clustered_tensors(0, 45)
+    paths = [b"/c/%03d" % i for i in range(45)]
+    groups = near.search(t, np.full(45, 50), np.full(45, 50), np.arange(45), paths)
+    ia, ib, proj = near.mse_candidates(t, np.arange(45), near.NEAR_THRESHOLD)
+    hit, _ = near.exact_mse(t, np.arange(45), ia, ib, proj, near.NEAR_THRESHOLD,
+                            near.NEAR_THRESHOLD)
+    members = [m for g in groups for m in g.members]
+    assert max(len(g.members) for g in groups) >= 10
+    assert {m.measure for m in members} >= {"mse", "correlation"}
+    assert any(m.via is not None for m in members)
+    assert (hit <= near.NEAR_THRESHOLD).sum() > 2 * sum(m.measure == "mse" for m in members)
+    assert (hit > near.NEAR_THRESHOLD).any()
 
 
 # --------------------------------------------------------------------------- corpus
