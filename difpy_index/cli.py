@@ -575,7 +575,8 @@ def escape(text: str) -> str:
 
 
 def _print_groups(found: Any) -> None:
-    """Each group: the kept file first, then its members with MSE, rotation, size."""
+    """Each group: the kept file first, then its members with MSE, rotation, size (and,
+    under ``near``, why: ``_why``)."""
     folder = None
     for g in found.groups:
         if g.folder is not None and g.folder != folder:
@@ -583,8 +584,18 @@ def _print_groups(found: Any) -> None:
             typer.echo(f"in {escape(folder)}:")
         typer.echo(f"keep {_facts(found, g.key)}  {'':<19}  {escape(g.key)}")
         for m in g.members:
-            typer.echo(f"  -  {_facts(found, m.path)}  mse {m.mse:<7.3g} rot {m.rotation:>3}  {escape(m.path)}")
+            typer.echo(f"  -  {_facts(found, m.path)}  mse {m.mse:<7.3g} rot {m.rotation:>3}  "
+                       f"{escape(m.path)}{_why(m)}")
         typer.echo("")
+
+
+def _why(m: Any) -> str:
+    """Under ``near``, after the path: the rule other than the MSE that matched, a mirror,
+    and the member a picture matched through (the JSON details say the same)."""
+    why = [f"{m.measure} {m.value:.3f}"] if m.measure not in (None, "mse") else []
+    why += ["mirrored"] if m.mirror else []
+    why += [f"via {escape(m.via)}"] if m.via else []
+    return f"  ({', '.join(why)})" if why else ""
 
 
 def _facts(found: Any, path: str) -> str:

@@ -65,11 +65,22 @@ _CMAP = (  # black -> purple -> orange -> pale yellow ("inferno"-like, readable 
 )
 
 
-def heat_map(key: np.ndarray, member: np.ndarray, rotation: int, scale: int = HEAT_SCALE) -> bytes:
-    """PNG of the per-pixel difference between ``key`` and ``member`` turned by ``rotation``.
+def oriented(member: np.ndarray, rotation: int, mirror: bool = False) -> np.ndarray:
+    """``member`` as the search laid it onto its key: mirrored left-right first when
+    ``mirror`` (``near``), then turned by ``rotation`` (``np.rot90``)."""
+    import numpy as np
 
-    The member is turned the way the search turned it (``np.rot90(member, rotation // 90)``),
-    so the map shows what the MSE measured. Brightness is the square root of the mean
+    out: np.ndarray = np.rot90(member[:, ::-1] if mirror else member, k=(rotation // 90) % 4)
+    return out
+
+
+def heat_map(key: np.ndarray, member: np.ndarray, rotation: int, scale: int = HEAT_SCALE,
+             mirror: bool = False) -> bytes:
+    """PNG of the per-pixel difference between ``key`` and ``member`` laid onto it
+    (``oriented``: turned by ``rotation``, after a mirror when ``mirror``).
+
+    The member is oriented the way the search oriented it, so the map shows what was
+    measured. Brightness is the square root of the mean
     absolute channel difference: an exact duplicate is black, faint JPEG noise still shows.
     """
     import io
@@ -77,7 +88,7 @@ def heat_map(key: np.ndarray, member: np.ndarray, rotation: int, scale: int = HE
     import numpy as np
     from PIL import Image
 
-    turned = np.rot90(member, k=(rotation // 90) % 4)
+    turned = oriented(member, rotation, mirror)
     diff = np.abs(key.astype(np.int16) - turned.astype(np.int16)).mean(axis=2) / 255.0
     v = np.sqrt(diff).ravel()
     xs = [a for a, _ in _CMAP]
@@ -319,15 +330,22 @@ class _Html:
                 f"<img class=\"thumb\" src=\"{_data_uri(t.mime, t.data)}\" alt=\"{html.escape(alt)}\" "
                 f"loading=\"lazy\" decoding=\"async\"></a>")
 
-    def _facts(self, path: str, mse: float | None, rotation: int) -> str:
+    def _facts(self, path: str, m: Any) -> str:
+        """Size, date and folder; for a member also its MSE and turn, and under ``near``
+        the rule that matched (with its value, and the member it matched through)."""
         t = self.thumbs[os.fsencode(path)]
         dims = f"{t.width}&times;{t.height}" if t.width else "?"
         date = dt.datetime.fromtimestamp(t.mtime).strftime("%Y-%m-%d %H:%M") if t.mtime else "?"
         rows = [("Size", f"{dims} px, {_human(t.size)}"), ("Date", date),
                 ("Folder", html.escape(printable(os.path.dirname(path))))]
-        if mse is not None:
-            turn = f", turned {rotation}&deg;" if rotation else ""
-            rows.append(("MSE", f"{mse:.4g}{turn}"))
+        if m is not None:
+            turn = (", mirrored" if getattr(m, "mirror", False) else "") + (
+                f", turned {m.rotation}&deg;" if m.rotation else "")
+            rows.append(("MSE", f"{m.mse:.4g}{turn}"))
+            if getattr(m, "measure", None) not in (None, "mse"):
+                rows.append(("Match", f"{html.escape(m.measure)} {m.value:.3f}"))
+            if getattr(m, "via", None):
+                rows.append(("Through", html.escape(printable(os.path.basename(m.via)))))
         return "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
     def group(self, n: int, g: Any) -> str:
@@ -359,13 +377,14 @@ class _Html:
         if not is_key:
             mem_t = self.tensors.get(path)
             if key_t is not None and mem_t is not None and key_t.shape == mem_t.shape:
-                same = np.array_equal(key_t, np.rot90(mem_t, k=(m.rotation // 90) % 4))
+                mirror = bool(getattr(m, "mirror", False))
+                same = np.array_equal(key_t, oriented(mem_t, m.rotation, mirror))
                 if same:
                     parts.append("<div class=\"heat same\" role=\"img\" aria-label=\"identical to "
                                  "the key at this size\">identical<br><small>no pixel differs"
                                  "</small></div>")
                 else:
-                    png = heat_map(key_t, mem_t, m.rotation)
+                    png = heat_map(key_t, mem_t, m.rotation, mirror=mirror)
                     parts.append(f"<figure class=\"heatbox\"><img class=\"heat\" "
                                  f"src=\"{_data_uri('image/png', png)}\" alt=\"where it differs from "
                                  f"the key: black is the same, brighter differs more\" loading=\"lazy\">"
@@ -395,7 +414,7 @@ class _Html:
                 f"data-g=\"{n - 1}\" data-i=\"{ci}\"{' checked' if is_key else ''} hidden> "
                 f"<label class=\"keepsel\" for=\"{rid}\" hidden>keep this one instead</label>"
             )
-        parts.append(self._facts(path, None if is_key else m.mse, 0 if is_key else m.rotation))
+        parts.append(self._facts(path, m))
         parts.append("</figcaption></figure>")
         return "".join(parts)
 

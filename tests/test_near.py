@@ -305,6 +305,13 @@ def test_search_json_names_the_member_a_picture_joined_through(tmp_path: Path) -
     assert "via" not in by["o.png"]
     assert Path(by["l.png"]["via"]).name == "o.png"
     assert (by["l.png"]["measure"], by["l.png"]["value"], by["l.png"]["mse"]) == ("mse", 25.0, 100.0)
+    # the command line's text output says the same after the path
+    from conftest import Cli
+
+    out = Cli(tmp_path / "cat.sqlite")("search", tmp_path / "pics", "-s", "near", "--keep", "path")
+    assert out.exit_code == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if "l.png" in ln)
+    assert line.endswith(f"l.png  (via {tmp_path / 'pics' / 'o.png'})"), line
 
 
 def test_groups_explain_themselves_and_ignore_row_order() -> None:

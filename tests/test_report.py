@@ -214,20 +214,25 @@ def test_heat_map_follows_the_members_rotation(corpus: Any) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.uint8, (10, 10, 3)), st.integers(0, 3), st.integers(1, 255))
-def test_heat_map_black_exactly_where_turned_member_equals_key(key: np.ndarray, k: int, delta: int) -> None:
+@given(arrays(np.uint8, (10, 10, 3)), st.integers(0, 3), st.integers(1, 255), st.booleans())
+def test_heat_map_black_exactly_where_turned_member_equals_key(key: np.ndarray, k: int, delta: int,
+                                                               mirror: bool) -> None:
+    """``near`` reports mirrored members: the map mirrors them (left-right) before turning."""
     import io
 
     from PIL import Image
 
     member = np.rot90(key, -k).copy()  # np.rot90(member, k) == key: rotation 90 * k
+    if mirror:  # np.rot90(member[:, ::-1], k) == key
+        member = member[:, ::-1].copy()
     member[0, 0, 0] = (int(member[0, 0, 0]) + delta) % 256  # one changed pixel
-    arr = np.asarray(Image.open(io.BytesIO(heat_map(key, member, 90 * k, scale=1))).convert("RGB"))
+    png = heat_map(key, member, 90 * k, scale=1, mirror=mirror)
+    arr = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     black = np.array(_CMAP[0][1], dtype=np.uint8)
     differs = ~(arr == black).all(axis=2)
     changed = np.zeros((10, 10), dtype=bool)
     changed[0, 0] = True
-    assert (differs == np.rot90(changed, k)).all()
+    assert (differs == np.rot90(changed[:, ::-1] if mirror else changed, k)).all()
 
 
 # ----------------------------------------------------------------------------- Chromium
@@ -407,3 +412,36 @@ def test_search_report_option_writes_the_page(corpus: Any, tmp_path: Path, cli: 
     assert res.exit_code == 0, res.stderr
     page = parse(out.read_text(encoding="utf-8"))
     assert len(page.groups) == len(json.loads(res.stdout)["result"]) == GROUPS
+
+
+def test_near_members_show_their_rule_mirror_and_path(tmp_path: Path) -> None:
+    """Under ``near`` the page says why a member matched: a mirrored, darker copy (the
+    correlation rule) is mirrored on the heat map too, so where it equals the key the map is
+    black; a picture that joined through a member names that member."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    base = np.kron(rng.uniform(0, 255, (10, 10, 3)), np.ones((5, 5, 1)))
+    base = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(base).save(pics / "a.png")
+    Image.fromarray(base[:, ::-1].copy()).save(pics / "b_mirror.png")  # same pixels, mirrored
+    # the chain of the one-hop join (tests/test_near.py): k claims o, l matches only o
+    yy, xx = np.mgrid[0:50, 0:50]
+    o = np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+    d = np.where(rng.random((50, 50, 3)) < 0.5, -5, 5)
+    for name, pic in (("k", o + d), ("o", o), ("l", o - d)):
+        Image.fromarray(pic.astype(np.uint8)).save(pics / f"{name}.png")
+    with Index.open(tmp_path / "cat.sqlite") as idx:
+        idx.update([pics], processes=1)
+        found = idx.search(similarity="near", keep="path")
+    members = {Path(m.path).name: m for g in found.groups for m in g.members}
+    assert members["b_mirror.png"].mirror and members["b_mirror.png"].measure == "correlation"
+    assert members["l.png"].via is not None and Path(members["l.png"].via).name == "o.png"
+    out = tmp_path / "review.html"
+    write_report(found, out, processes=1)
+    page = out.read_text(encoding="utf-8")
+    assert "identical<br><small>no pixel differs" in page  # the mirrored copy, laid back
+    assert "<dt>Match</dt><dd>correlation " in page and ", mirrored" in page
+    assert "<dt>Through</dt><dd>o.png</dd>" in page
