@@ -478,9 +478,8 @@ needs_photos = pytest.mark.skipif(
 #: Recall floor per edit family on the small corpus (1.0: every pair found). The corpus is
 #: fixed (seed 7); the floors sit a little below what the preset reaches on it, so a
 #: change that loses pairs of an edit fails here.
-FLOORS = defaultdict(lambda: 0.9, {"rotate": 1.0, "mirror": 1.0, "grayscale": 0.85,
-                                    "reencode": 0.85, "crop3": 0.85, "crop8": 0.6,
-                                    "letterbox": 0.6, "screenshot": 0.3})
+FLOORS = defaultdict(lambda: 0.95, {"rotate": 1.0, "mirror": 1.0, "crop8": 0.7,
+                                     "letterbox": 0.6, "screenshot": 0.35})
 
 
 @pytest.fixture(scope="module")
@@ -512,7 +511,7 @@ def test_near_preset_on_real_photos(small_corpus: Path, tmp_path: Path) -> None:
     for label, (hit, total) in per.items():
         if label != "derived-derived":
             assert hit >= FLOORS[label] * total, (label, hit, total, sorted(per.items()))
-    assert sum(h for h, _ in per.values()) >= 0.85 * len(truth)
+    assert sum(h for h, _ in per.values()) >= 0.9 * len(truth)
     # details say why: measure, value and orientation for every member
     for g in result.to_dict()["details"]:
         for mm in g["members"]:
