@@ -336,3 +336,17 @@ def small_valid_files(seed: int = 0) -> dict[str, bytes]:
         "gif": encode(img.quantize(colors=8), "GIF"),
         "webp": encode(img, "WEBP", quality=70),
     }
+
+
+def sky_and_grey_copy(seed: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """(50, 50, 3) uint8 pair for the ``near`` fine rule: a picture with a smooth sky band on
+    top of a blocky ground, and its darker grey copy, whose sky is flat enough to trim as a
+    border while the original's is not (so the trimmed pictures no longer line up)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:50, 0:50]
+    sky = np.stack([150 + 0.6 * yy + 5 * np.sin(xx / 3.0)] * 3, axis=-1)
+    ground = rng.uniform(0, 255, (13, 13, 3)).repeat(4, 0).repeat(4, 1)[:50, :50]
+    pic = np.where((yy < 18)[..., None], sky, ground)
+    grey = (pic @ np.array([0.299, 0.587, 0.114]))[..., None].repeat(3, -1) * 0.5 + 10
+    return (np.clip(np.rint(pic), 0, 255).astype(np.uint8),
+            np.clip(np.rint(grey), 0, 255).astype(np.uint8))

@@ -287,6 +287,7 @@ def test_schema_0006_refills_near_features_with_the_fine_rules(tmp_path: Path) -
     schema 0004 gets every row refilled on upgrade, from its stored tensor (no file is read:
     the images are emptied first), and a search of the upgraded catalog finds the tone edit
     that only the fine rule matches."""
+    import imagefactory
     import numpy as np
     from alembic import command
     from PIL import Image
@@ -295,14 +296,8 @@ def test_schema_0006_refills_near_features_with_the_fine_rules(tmp_path: Path) -
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    rng = np.random.default_rng(9)
-    yy, xx = np.mgrid[0:50, 0:50]
-    sky = np.stack([150 + 0.6 * yy + 5 * np.sin(xx / 3.0)] * 3, axis=-1)
-    ground = rng.uniform(0, 255, (13, 13, 3)).repeat(4, 0).repeat(4, 1)[:50, :50]
-    pic = np.where((yy < 18)[..., None], sky, ground)
-    grey = (pic @ np.array([0.299, 0.587, 0.114]))[..., None].repeat(3, -1) * 0.5 + 10
-    for name, arr in (("pic", pic), ("grey", grey)):
-        Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).save(imgs / f"{name}.png")
+    for name, arr in zip(("pic", "grey"), imagefactory.sky_and_grey_copy(), strict=True):
+        Image.fromarray(arr).save(imgs / f"{name}.png")
     path = tmp_path / "cat.sqlite"
     with Index.open(path) as idx:
         idx.update([imgs], processes=1)

@@ -149,14 +149,11 @@ def test_fine_rule_finds_tone_edits_whose_borders_trim_differently() -> None:
     """A picture with a smooth sky band on top and its darker, grey copy: the copy's sky
     is flat enough to trim as a border, the original's is not, so the trimmed pictures no
     longer line up; the fine rule compares the whole tensors."""
-    rng = np.random.default_rng(9)
-    yy, xx = np.mgrid[0:50, 0:50]
-    sky = np.stack([150 + 0.6 * yy + 5 * np.sin(xx / 3.0)] * 3, axis=-1)
-    ground = rng.uniform(0, 255, (13, 13, 3)).repeat(4, 0).repeat(4, 1)[:50, :50]
-    pic = np.where((yy < 18)[..., None], sky, ground)
-    grey = (pic @ np.array([0.299, 0.587, 0.114]))[..., None].repeat(3, -1) * 0.5 + 10
-    other = rng.uniform(0, 255, (13, 13, 3)).repeat(4, 0).repeat(4, 1)[:50, :50]
-    t = np.clip(np.rint(np.stack([pic, grey, other])), 0, 255).astype(np.uint8)
+    import imagefactory
+
+    pic, grey = imagefactory.sky_and_grey_copy()
+    other = np.random.default_rng(10).integers(0, 256, (13, 13, 3)).repeat(4, 0).repeat(4, 1)
+    t = np.stack([pic, grey, other[:50, :50].astype(np.uint8)])
     lum = t.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     boxes = near.trim_boxes(lum)
     assert boxes[0][1] != boxes[1][1], "the copy must trim differently"

@@ -71,6 +71,22 @@ def backfill_tensors(
         last = (whole[-1][0], whole[-1][1])
 
 
+def refill_near(conn: Connection) -> None:
+    """Every tensor row's ``near`` features, made again from its stored tensor
+    (``near.batch_blobs``, at the current ``near.NEAR_VERSION``): what the migrations that
+    add or change those features (0004, 0006) do to the rows already there."""
+    import sqlalchemy as sa
+
+    from .. import near
+
+    def fill(rows: list[tuple[int, int, bytes]]) -> list[dict[str, Any]]:
+        blobs = near.batch_blobs([{p: d} for _, p, d in rows])
+        return [{"near": b[p], "near_version": near.NEAR_VERSION}
+                for (_, p, _), b in zip(rows, blobs, strict=True)]
+
+    backfill_tensors(conn, {"near": sa.LargeBinary(), "near_version": sa.String()}, fill)
+
+
 def migrations_dir() -> Path:
     """The packaged copy in an installed wheel, else the source tree's top-level folder."""
     packaged = importlib.resources.files("difpy_index") / "migrations"

@@ -21,19 +21,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from difpy_index import near
-    from difpy_index.store.migrate import backfill_tensors
+    from difpy_index.store.migrate import refill_near
 
     with op.batch_alter_table("tensors") as batch:
         batch.add_column(sa.Column("near", sa.LargeBinary(), nullable=True))
         batch.add_column(sa.Column("near_version", sa.String(length=16), nullable=True))
-
-    def fill(rows: list[tuple[int, int, bytes]]) -> list[dict[str, object]]:
-        blobs = near.batch_blobs([{p: d} for _, p, d in rows])
-        return [{"near": b[p], "near_version": near.NEAR_VERSION}
-                for (_, p, _), b in zip(rows, blobs, strict=True)]
-
-    backfill_tensors(op.get_bind(), {"near": sa.LargeBinary(), "near_version": sa.String()}, fill)
+    refill_near(op.get_bind())
 
 
 def downgrade() -> None:

@@ -12,7 +12,6 @@ Create Date: 2026-12-02
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
@@ -22,15 +21,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from difpy_index import near
-    from difpy_index.store.migrate import backfill_tensors
+    from difpy_index.store.migrate import refill_near
 
-    def fill(rows: list[tuple[int, int, bytes]]) -> list[dict[str, object]]:
-        blobs = near.batch_blobs([{p: d} for _, p, d in rows])
-        return [{"near": b[p], "near_version": near.NEAR_VERSION}
-                for (_, p, _), b in zip(rows, blobs, strict=True)]
-
-    backfill_tensors(op.get_bind(), {"near": sa.LargeBinary(), "near_version": sa.String()}, fill)
+    refill_near(op.get_bind())
 
 
 def downgrade() -> None:
