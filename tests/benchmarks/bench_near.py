@@ -21,6 +21,7 @@ tables in docs/quality.md from the evaluation seeds.
 Usage (not collected by pytest; the peers are in the [bench] extra):
   python tests/benchmarks/bench_near.py --seeds 2 --bases 700 --debian --workdir DIR
   python tests/benchmarks/bench_near.py --seeds 1 --bases 700 --debian --calibrate
+  python tests/benchmarks/bench_near.py --seeds 2 3 4 --bases 1500 --debian --feature-cost
 """
 
 from __future__ import annotations
@@ -303,6 +304,36 @@ def speed(sizes: list[int], repeat: int = 3) -> None:
             print(f"growth exponent {name} {a}->{b} (cpu): {e:.2f}")
 
 
+def feature_cost(roots: list[Path], rounds: int = 2) -> None:
+    """What ``near``'s stored features add to a cold update: decode CPU per file of the
+    corpora's files (in-process, tasks of 8 files, as a decode worker runs them), without
+    any features, with the correlation rule's alone (``lumas``), and with everything a
+    worker stores now (``decode.with_near``). Rounds alternate; CPU seconds of this process."""
+    from difpy_index import decode, near
+
+    files = [os.fsencode(f) for r in roots for f in image_files(r)]
+    tasks = [files[i : i + 8] for i in range(0, len(files), 8)]
+
+    def lumas_only(batch: list[decode.Decoded]) -> None:
+        ts = [d.tensors[50] for d in batch if 50 in d.tensors]
+        near.lumas(np.frombuffer(b"".join(ts), np.uint8).reshape(len(ts), 50, 50, 3))
+
+    kinds = {"no features": None, "lumas only": lumas_only,
+             "lumas + fine (stored now)": decode.with_near}
+    got: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for name, extra in kinds.items():
+            c = time.process_time()
+            for t in tasks:
+                batch = [decode.with_digests(decode.decode_file(p, (50,))) for p in t]
+                if extra is not None:
+                    extra(batch)
+            got[name].append((time.process_time() - c) / len(files) * 1000)
+    print(f"\n## update cost: decode CPU ms per file, {len(files)} files, {rounds} rounds")
+    for name, ms in got.items():
+        print(f"| {name} | " + " | ".join(f"{x:.2f}" for x in ms) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[2])
@@ -318,6 +349,8 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true", help="print the threshold rule's figures")
     ap.add_argument("--speed", type=int, nargs="*", default=None,
                     help="only time the engines on this many distinct pictures (e.g. 4000 16000)")
+    ap.add_argument("--feature-cost", action="store_true",
+                    help="only measure what the stored features add to decoding the corpora")
     a = ap.parse_args()
     print("$ python " + " ".join([os.path.relpath(__file__), *sys.argv[1:]]))
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="difpy-near-"))
@@ -326,12 +359,16 @@ def main() -> None:
     if a.speed is not None:
         speed(a.speed or [4000, 16000])
         return
+    roots = []
     for seed in a.seeds:
         tag = f"near_{a.bases}_{seed}_{a.max_side}{'_deb' if a.debian else ''}"
         root = workdir / tag
+        roots.append(root)
         if not near_corpus.manifest_path(root).exists():
             near_corpus.make_corpus(root, a.bases, seed, max_side=a.max_side, debian=a.debian,
                                     processes=procs)
+        if a.feature_cost:
+            continue
         m = near_corpus.load_manifest(root)
         truth = near_corpus.truth_pairs(m, root)
         res = evaluate(root, truth, workdir, tag, procs, not a.skip_peers, not a.skip_difpy)
@@ -340,6 +377,9 @@ def main() -> None:
             calibrate(root, m, workdir, tag)
         print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "per_edit"}
                           for k, v in res.items()}))
+    if a.feature_cost:
+        feature_cost(roots)
+        return
     if a.synthetic:
         root, m = bench_quality.make_corpus(a.synthetic, 1, workdir, 1600, procs)
         truth = corpus.truth_pairs(m, root)
