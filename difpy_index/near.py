@@ -35,6 +35,7 @@ on file order.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ _CHUNK = 512
 _ROWS = 256
 _JOIN_DIMS = 32  # coordinates of the correlation rule's joins (``candidate_pairs``)
 _PAIR_CHUNK = 4096
+_STRIP = 1  # block rows of pixels ``exact_mse`` reads at a time
 _WAVE = 2048  # MSE candidates verified at once in claim order (``_claim``)
 _EPS = 1e-6
 _LUMA = np.array([299, 587, 114], dtype=np.float32)
@@ -530,14 +532,21 @@ def exact_mse(tensors: np.ndarray, rows: np.ndarray, ia: np.ndarray, ib: np.ndar
     (the smallest k on a tie, as ``match.mse_exact``) and k; inf where above
     ``threshold``. ``blocks`` (``mse_invariants`` for ``scale``, the threshold it was made
     for) give a lower bound per rotation, so a rotation that cannot beat the threshold or
-    the best so far is skipped, and a partial sum that already exceeds them stops early.
+    the best so far is skipped. Pixels are read a strip of block rows at a time, and a
+    rotation stops as soon as the strips read plus the block bound of the rows not read
+    yet (each block's pixels differ at least as much as their means) exceed them.
     ``first``: any rotation within the threshold will do (not necessarily the best one),
     and a pair whose upper bound (``mse_invariants``) is within it needs no pixel at all;
     the value returned for it is then that bound, not its MSE."""
-    blocks, rest = proj
+    from .match import _segments
 
+    blocks, rest = proj
     d = int(np.prod(tensors.shape[1:]))
-    strip = -(-d // 4)
+    m = blocks.shape[1]
+    # strips of _STRIP block rows, as offsets into the flattened tensors
+    row_len = d // tensors.shape[1]
+    cuts = [*range(0, m, _STRIP), m]
+    offsets = _segments(tensors.shape[1], m) * row_len
     flat = tensors.reshape(len(tensors), d)
     best = np.full(len(ia), np.inf)
     best_k = np.zeros(len(ia), dtype=np.int64)
@@ -551,18 +560,23 @@ def exact_mse(tensors: np.ndarray, rows: np.ndarray, ia: np.ndarray, ib: np.ndar
             cap = np.minimum(cur, threshold)
             sel = np.flatnonzero(np.isinf(cur)) if first else np.arange(len(a))
             diff_b = blocks[a[sel]] - np.rot90(blocks[b[sel]], k, axes=(1, 2))
-            lb = np.einsum("cijk,cijk->c", diff_b, diff_b) * scale
+            by_row = np.einsum("cijk,cijk->ci", diff_b, diff_b) * scale  # per block row
+            lb = by_row.sum(axis=1)
             c_sel = cap[sel]
             keep = lb <= c_sel + 1e-6 + 1e-9 * np.where(np.isinf(c_sel), 0.0, c_sel)
-            sel, lb = sel[keep], lb[keep]
+            sel, lb, by_row = sel[keep], lb[keep], by_row[keep]
             if first:  # matched for sure: bound + left-out parts within the threshold
                 ub = lb + (rest[a[sel]] + rest[b[sel]]) ** 2
                 sure = ub <= threshold * (1 - 1e-9) - 1e-6
                 cur[sel[sure]] = ub[sure]
                 cur_k[sel[sure]] = k
-                sel = sel[~sure]
+                sel, by_row = sel[~sure], by_row[~sure]
             if len(sel) == 0:
                 continue
+            # the bound of the block rows from each cut on, a little lowered so that its
+            # rounding never rules a rotation out (after the last strip: none, exact)
+            ahead = np.cumsum(by_row[:, ::-1], axis=1)[:, ::-1]
+            ahead = np.maximum(ahead * (1 - 1e-9) - 1e-6, 0.0)
             # each image is turned once, not once per pair
             ub, inv_b = np.unique(b[sel], return_inverse=True)
             yr = _rotated(tensors[rows[ub]], k).reshape(len(ub), d)
@@ -570,15 +584,17 @@ def exact_mse(tensors: np.ndarray, rows: np.ndarray, ia: np.ndarray, ib: np.ndar
             cap = cap[sel]
             ss = np.zeros(len(sel))
             live = np.arange(len(sel))
-            for p0 in range(0, d, strip):
+            for r0, r1 in itertools.pairwise(cuts):
                 # differences and their squares (<= 255**2) are integers float32 holds
-                # exactly; their sums, in float64, too. A partial sum already above the
-                # cap rules the rotation out: the rest only adds to it.
-                sq = np.subtract(flat[xa[live], p0 : p0 + strip],
-                                 yr[inv_b[live], p0 : p0 + strip], dtype=np.float32)
+                # exactly; their sums, in float64, too. The rows read plus the bound of
+                # the rows ahead above the cap rule the rotation out.
+                p0, p1 = offsets[r0], offsets[r1]
+                sq = np.subtract(flat[xa[live], p0:p1], yr[inv_b[live], p0:p1],
+                                 dtype=np.float32)
                 sq *= sq
                 ss[live] += sq.sum(axis=1, dtype=np.float64)
-                live = live[ss[live] / d <= cap[live]]
+                low = ss[live] / d + (ahead[live, r1] if r1 < m else 0.0)
+                live = live[low <= cap[live]]
             sel = sel[live]
             mse = ss[live] / d
             better = mse < cur[sel]
