@@ -803,10 +803,11 @@ def fine_pairs(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None,
     best_o = np.zeros(len(ia), dtype=np.int64)
     for c0 in range(0, len(ia), _CHUNK):
         a, b = pa[c0 : c0 + _CHUNK], pb[c0 : c0 + _CHUNK]
+        fa, da = flat[a], detail[a]
         fb, db = flat[b].reshape(-1, px, px), detail[b].reshape(-1, px, px)
         for o in range(8):
-            cf = np.einsum("ij,ij->i", flat[a], orient(fb, o).reshape(-1, d)) / d
-            cd = np.einsum("ij,ij->i", detail[a], orient(db, o).reshape(-1, d)) / d
+            cf = np.einsum("ij,ij->i", fa, orient(fb, o).reshape(-1, d)) / d
+            cd = np.einsum("ij,ij->i", da, orient(db, o).reshape(-1, d)) / d
             cd = np.where(cf >= MIN_CORR, cd, -np.inf)
             better = cd > best[c0 : c0 + len(a)]
             best[c0 : c0 + len(a)][better] = cd[better]
