@@ -163,8 +163,13 @@ def test_create_modify_delete_move(tmp_path: Path, root: Path) -> None:
 
         os.rename(root / "new.png", root / "sub" / "moved.png")  # move within
         wait_until(lambda: b(root / "sub" / "moved.png") in rows(cat) and b(root / "new.png") not in rows(cat))
-        moves = [e for e in events if e.kind == "batch" and e.report and e.report.renamed]
-        assert moves and moves[-1].report.decoded == 0  # the row followed, no decode
+        # the batch's event is sent after its catalog commit: wait for it too, not just the rows
+
+        def moves() -> list[WatchEvent]:
+            return [e for e in events if e.kind == "batch" and e.report and e.report.renamed]
+
+        wait_until(moves)
+        assert moves()[-1].report.decoded == 0  # the row followed, no decode
 
         os.rename(root / "old.png", outside / "old.png")  # move out of the watched folder
         wait_until(lambda: b(root / "old.png") not in rows(cat))
