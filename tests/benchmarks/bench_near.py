@@ -304,7 +304,7 @@ def speed(sizes: list[int], repeat: int = 3) -> None:
             print(f"growth exponent {name} {a}->{b} (cpu): {e:.2f}")
 
 
-def feature_cost(roots: list[Path], rounds: int = 2) -> None:
+def feature_cost(roots: list[Path], rounds: int = 3) -> None:
     """What ``near``'s stored features add to a cold update: decode CPU per file of the
     corpora's files (in-process, tasks of 8 files, as a decode worker runs them), without
     any features, with the correlation rule's alone (``lumas``), and with everything a
