@@ -922,14 +922,9 @@ def find_groups(
     if not lazy:  # every candidate first: the reference the lazy claiming must equal
         verify(np.flatnonzero(unknown))
     claims = _claim(a, b, hit, unknown, alt_meas > 0, prot, verify)
-    # ``_attach`` looks at the matches between a grouped picture and one left out (and
-    # not protected): those MSE candidates are verified too
-    grouped = np.zeros(n, dtype=bool)
-    for key, sel in claims:
-        grouped[key] = True
-        grouped[b[sel]] = True
-    left = np.where(grouped[a], b, a)
-    verify(np.flatnonzero(unknown & (grouped[a] ^ grouped[b]) & ~prot[left]))
+    # ``_attach`` takes, for each picture left out (and not protected), its first match
+    # with a grouped picture in its order: the MSE candidates up to that one are verified
+    _verify_for_attach(claims, a, b, rank, prot, hit, unknown, alt_meas > 0, verify)
     # the table of matches: the MSE rule first, then the correlation, then the fine rule
     meas = np.where(hit, 0, alt_meas).astype(np.int8)
     val = np.where(hit, np.nan, alt_val)
@@ -1024,6 +1019,64 @@ def _claim(a: np.ndarray, b: np.ndarray, hit: np.ndarray, unknown: np.ndarray,
     return claims
 
 
+def _attach_order(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
+                  rank: np.ndarray, prot: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The pairs ``_attach`` looks at, in the order it looks at them: those between a
+    grouped picture and one left out (not protected), by the left-out one, then by the
+    rank of the group's key, then by the grouped picture's rank. Returns the pairs'
+    indices in that order, their left-out pictures, the grouped ones, and each grouped
+    picture's group (by row)."""
+    n = len(rank)
+    group_of = np.full(n, -1, dtype=np.intp)
+    key_rank = np.zeros(n, dtype=np.int64)
+    for g, (key, sel) in enumerate(claims):
+        group_of[key] = g
+        group_of[b[sel]] = g
+        key_rank[key] = rank[key]
+        key_rank[b[sel]] = rank[key]
+    a_out, b_out = group_of[a] < 0, group_of[b] < 0
+    left = np.where(a_out, a, b)
+    e = np.flatnonzero((a_out ^ b_out) & ~prot[left])
+    left, via = left[e], np.where(a_out[e], b[e], a[e])
+    order = np.lexsort((rank[via], key_rank[via], left))
+    return e[order], left[order], via[order], group_of
+
+
+def _verify_for_attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
+                       rank: np.ndarray, prot: np.ndarray, hit: np.ndarray,
+                       unknown: np.ndarray, other: np.ndarray,
+                       verify: Callable[[np.ndarray], None]) -> None:
+    """Verify the MSE candidates ``_attach`` can depend on, and no more: each left-out
+    picture's pairs in ``_attach``'s order up to its first match (``hit``, or ``other``: a
+    correlation or fine match), that one included (which rule it reports depends on it).
+    A few pairs per picture at a time, twice as many each round, one ``verify`` call per
+    round: a picture whose first pairs match costs one pair, and the rounds stay few."""
+    e, left, _, _ = _attach_order(claims, a, b, rank, prot)
+    if len(e) == 0:
+        return
+    start = np.flatnonzero(np.r_[True, left[1:] != left[:-1]])
+    end = np.r_[start[1:], len(e)]
+    pos = start.copy()  # each picture's next pair
+    step = 1
+    while len(pos):
+        # the next ``step`` pairs of every open picture
+        take = np.minimum(pos + step, end)
+        counts = take - pos
+        idx = np.repeat(pos - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        pairs = e[idx]
+        todo = pairs[unknown[pairs]]
+        if len(todo):
+            verify(todo)
+        matched = hit[pairs] | other[pairs]
+        # per picture: its first match among those pairs, if any
+        owner = np.repeat(np.arange(len(pos)), counts)
+        found = np.zeros(len(pos), dtype=bool)
+        found[owner[matched]] = True
+        open_ = ~found & (take < end)
+        pos, end = take[open_], end[open_]
+        step *= 2
+
+
 def _attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
             meas: np.ndarray, ori: np.ndarray, rank: np.ndarray, prot: np.ndarray,
             ) -> tuple[np.ndarray, ...]:
@@ -1037,22 +1090,10 @@ def _attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
     group's best-ranked picture it matches (the MSE rule first). Returns, per joined
     picture: its group's index in ``claims``, its row, the row it matched, that match's
     index in the table and the picture's orientation onto the row it matched."""
-    n = len(rank)
-    group_of = np.full(n, -1, dtype=np.intp)
-    key_rank = np.zeros(n, dtype=np.int64)
-    for g, (key, sel) in enumerate(claims):
-        group_of[key] = g
-        group_of[b[sel]] = g
-        key_rank[key] = rank[key]
-        key_rank[b[sel]] = rank[key]
-    a_out, b_out = group_of[a] < 0, group_of[b] < 0
-    left = np.where(a_out, a, b)
-    e = np.flatnonzero((a_out ^ b_out) & ~prot[left])
-    left, via = left[e], np.where(a_out[e], b[e], a[e])
+    e, left, via, group_of = _attach_order(claims, a, b, rank, prot)
     # the table holds b's orientation onto a: the left-out one is b, or undo it
-    o = np.where(a_out[e], _inverse(ori[e]), ori[e])
-    order = np.lexsort((meas[e], rank[via], key_rank[via], left))
-    first = order[np.r_[True, left[order][1:] != left[order][:-1]]] if len(order) else order
+    o = np.where(left == b[e], ori[e], _inverse(ori[e]))
+    first = np.r_[True, left[1:] != left[:-1]] if len(e) else np.zeros(0, dtype=bool)
     return (group_of[via[first]], left[first], via[first], e[first], o[first])
 
 
