@@ -1,9 +1,9 @@
 """The ``near`` preset: duplicates as people make them (edits, mirrors, borders, crops).
 
 ``duplicates``, ``similar`` and numeric thresholds are difPy's MSE and live in match.py;
-this module adds the second measure that only ``near`` uses, and groups with both.
+this module adds the two measures that only ``near`` uses, and groups with all three.
 
-A pair matches under ``near`` when either
+A pair matches under ``near`` when
 
 * **mse**: the true MSE of difPy's tensors, minimum over the four rotations, is at most
   ``NEAR_THRESHOLD`` (the earlier preset, unchanged), or
@@ -13,10 +13,14 @@ A pair matches under ``near`` when either
   standardised) correlates at least ``MIN_DETAIL_CORR``. Standardising makes it blind to
   brightness, contrast, gamma-like tone curves, saturation and grey conversion; the detail
   term keeps smooth pictures (sky, bokeh, gradients) from matching each other, and an image
-  whose detail is weaker than ``MIN_DETAIL`` (grey levels RMS) is left to the MSE.
+  whose detail is weaker than ``MIN_DETAIL`` (grey levels RMS) is left to the MSE, or
+* **fine**: for one of the 8 orientations, the whole *untrimmed* tensors' luma correlates
+  at least ``MIN_CORR`` and its detail at least ``MIN_FINE_CORR`` (``fine_pairs``): for
+  tone edits that change what the border trimming sees, so the trimmed pictures no
+  longer line up. Only pairs with a trimmed picture are compared.
 
-Features come from the cached 50 px tensor alone (``lumas``; the catalog stores them per
-image, so a search only reads them): uniform borders (letterbox bars, screenshot margins)
+Features come from the cached 50 px tensor alone (``lumas`` and ``fine_features``; the
+catalog stores them per image, so a search only reads them): uniform borders (letterbox bars, screenshot margins)
 are trimmed on luma, and the rest is area-resampled to ``SIDE x SIDE`` luma three times:
 the whole trimmed picture and its central ``CROPS`` shares (so a copy whose borders were
 cropped meets its original's centre).
@@ -28,9 +32,10 @@ and no distance grows, so their distance is a lower bound of the distance in the
 orientation. ``join`` finds the pairs within the rule's radius with one BLAS product per
 block of rows (sorted on the first invariant, so for the MSE rule only pictures of about
 the same brightness meet); the survivors are checked per orientation, first on coarse
-blocks, then in full (float64 correlations; integer MSE). Groups are claimed in
-quality-rank order over the union of both rules, as in match.py, so results never depend
-on file order.
+blocks, then in full (float64 correlations; integer MSE), MSE candidates lazily, only
+where the claiming can depend on them. Groups are claimed in quality-rank order over the
+union of the rules, as in match.py, so results never depend on file order; a picture the
+claiming leaves out joins the group of a picture it matches (``_attach``: one hop).
 """
 
 from __future__ import annotations
