@@ -228,6 +228,10 @@ def calibrate(root: Path, manifest: corpus.Manifest, workdir: Path, tag: str) ->
     sel = ok[ia] & ok[ib] & (trimmed[ia] | trimmed[ib])
     same, best = base[ia][sel] == base[ib][sel], fine[ia[sel], ib[sel]]
     false = np.sort(best[~same])[::-1]
+    if not len(false) or false[0] < -0.5:  # no pair with a trimmed picture passes MIN_CORR
+        print("fine rule: no non-duplicate pair with a trimmed picture passes the luma "
+              "correlation; nothing to calibrate on this corpus")
+        return
     rule = math.ceil((false[0] + MARGIN) * 100) / 100
     print("fine rule, largest false detail correlations: "
           + ", ".join(f"{v:.4f}" for v in false[:8]))
