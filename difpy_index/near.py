@@ -927,9 +927,7 @@ def find_groups(
     if not lazy:  # every candidate first: the reference the lazy claiming must equal
         verify(np.flatnonzero(unknown))
     claims = _claim(a, b, hit, unknown, alt_meas > 0, prot, verify)
-    # ``_attach`` takes, for each picture left out (and not protected), its first match
-    # with a grouped picture in its order: the MSE candidates up to that one are verified
-    _verify_for_attach(claims, a, b, rank, prot, hit, unknown, alt_meas > 0, verify)
+    joined = _attach(claims, a, b, rank, prot, hit, unknown, alt_meas > 0, verify)
     # the table of matches: the MSE rule first, then the correlation, then the fine rule
     meas = np.where(hit, 0, alt_meas).astype(np.int8)
     val = np.where(hit, np.nan, alt_val)
@@ -938,7 +936,10 @@ def find_groups(
     renum = np.cumsum(keep) - 1  # claimed pairs all match, so all are kept
     a, b, meas, val, ori = a[keep], b[keep], meas[keep], val[keep], ori[keep]
     claims = [(key, renum[sel]) for key, sel in claims]
-    joined = _attach(claims, a, b, meas, ori, rank, prot)
+    # the pair each joined picture matched, and its orientation onto the grouped one (the
+    # table holds b's orientation onto a: the joined one is b, or undo it)
+    j_e = renum[joined[3]]
+    j_ori = np.where(joined[1] == b[j_e], ori[j_e], _inverse(ori[j_e]))
     every = np.concatenate([sel for _, sel in claims]) if claims else np.zeros(0, np.intp)
     keys = np.array([key for key, _ in claims], dtype=np.intp)
     # exact MSE and rotation of every member to its key, and of each joined picture to
@@ -965,11 +966,11 @@ def find_groups(
             ))
         at += len(sel)
         for t in np.flatnonzero(joined[0] == g):
-            e, via = int(joined[3][t]), int(j_via[t])
+            e, via = int(j_e[t]), int(j_via[t])
             corr = bool(meas[e])
             # the picture's orientation onto the member it matched, then the member's
             # onto the key (the key itself: none)
-            o1 = int(joined[4][t]) if corr else int(rot[n_m + n_j + t])
+            o1 = int(j_ori[t]) if corr else int(rot[n_m + n_j + t])
             o = int(_COMPOSE[o1, 0 if via == key else on_key[pos[via]]])
             members.append(NearMember(
                 int(j_left[t]), float(mse[n_m + t]), 90 * (o % 4), o >= 4, MEASURES[meas[e]],
@@ -1024,13 +1025,22 @@ def _claim(a: np.ndarray, b: np.ndarray, hit: np.ndarray, unknown: np.ndarray,
     return claims
 
 
-def _attach_order(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
-                  rank: np.ndarray, prot: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The pairs ``_attach`` looks at, in the order it looks at them: those between a
-    grouped picture and one left out (not protected), by the left-out one, then by the
-    rank of the group's key, then by the grouped picture's rank. Returns the pairs'
-    indices in that order, their left-out pictures, the grouped ones, and each grouped
-    picture's group (by row)."""
+def _attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
+            rank: np.ndarray, prot: np.ndarray, hit: np.ndarray, unknown: np.ndarray,
+            other: np.ndarray, verify: Callable[[np.ndarray], None]) -> tuple[np.ndarray, ...]:
+    """Pictures that the claiming left out of every group but that match a picture of a
+    group (its key or a member) join that group: one hop, never further, and never a
+    protected one. Matches are not transitive, so without this a rotated copy whose
+    original was claimed by a cropped copy it does not match would stay alone.
+
+    Each left-out picture joins the group whose key ranks best among those it matches,
+    through that group's best-ranked picture it matches: its pairs with grouped pictures
+    are walked in that order up to the first match (``hit`` once verified, or ``other``: a
+    correlation or fine match). MSE candidates on the way are verified (``verify``, as in
+    ``_claim``), the match itself too (which rule it reports depends on it), and no more:
+    a few pairs per picture at a time, twice as many each round, one ``verify`` call per
+    round. Returns, per joined picture: its group's index in ``claims``, its row, the row
+    it matched and that pair's index in the table."""
     n = len(rank)
     group_of = np.full(n, -1, dtype=np.intp)
     key_rank = np.zeros(n, dtype=np.int64)
@@ -1044,27 +1054,13 @@ def _attach_order(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.nda
     e = np.flatnonzero((a_out ^ b_out) & ~prot[left])
     left, via = left[e], np.where(a_out[e], b[e], a[e])
     order = np.lexsort((rank[via], key_rank[via], left))
-    return e[order], left[order], via[order], group_of
-
-
-def _verify_for_attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
-                       rank: np.ndarray, prot: np.ndarray, hit: np.ndarray,
-                       unknown: np.ndarray, other: np.ndarray,
-                       verify: Callable[[np.ndarray], None]) -> None:
-    """Verify the MSE candidates ``_attach`` can depend on, and no more: each left-out
-    picture's pairs in ``_attach``'s order up to its first match (``hit``, or ``other``: a
-    correlation or fine match), that one included (which rule it reports depends on it).
-    A few pairs per picture at a time, twice as many each round, one ``verify`` call per
-    round: a picture whose first pairs match costs one pair, and the rounds stay few."""
-    e, left, _, _ = _attach_order(claims, a, b, rank, prot)
-    if len(e) == 0:
-        return
-    start = np.flatnonzero(np.r_[True, left[1:] != left[:-1]])
-    end = np.r_[start[1:], len(e)]
-    pos = start.copy()  # each picture's next pair
+    e, left, via = e[order], left[order], via[order]
+    picks = [np.zeros(0, dtype=np.intp)]
+    pos = np.flatnonzero(np.r_[True, left[1:] != left[:-1]]) if len(e) else e[:0]
+    end = np.r_[pos[1:], len(e)].astype(np.intp)  # each picture's pairs: pos .. end
     step = 1
     while len(pos):
-        # the next ``step`` pairs of every open picture
+        # the next ``step`` pairs of every picture still looking
         take = np.minimum(pos + step, end)
         counts = take - pos
         idx = np.repeat(pos - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
@@ -1072,34 +1068,17 @@ def _verify_for_attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: n
         todo = pairs[unknown[pairs]]
         if len(todo):
             verify(todo)
-        matched = hit[pairs] | other[pairs]
+        matched = np.flatnonzero(hit[pairs] | other[pairs])
         # per picture: its first match among those pairs, if any
         owner = np.repeat(np.arange(len(pos)), counts)
-        found = np.zeros(len(pos), dtype=bool)
-        found[owner[matched]] = True
-        open_ = ~found & (take < end)
+        found, first = np.unique(owner[matched], return_index=True)
+        picks.append(idx[matched[first]])
+        open_ = take < end
+        open_[found] = False
         pos, end = take[open_], end[open_]
         step *= 2
-
-
-def _attach(claims: list[tuple[int, np.ndarray]], a: np.ndarray, b: np.ndarray,
-            meas: np.ndarray, ori: np.ndarray, rank: np.ndarray, prot: np.ndarray,
-            ) -> tuple[np.ndarray, ...]:
-    """Pictures that the claiming left out of every group but that match a picture of a
-    group (its key or a member) join that group: one hop, never further, and never a
-    protected one. Matches are not transitive, so without this a rotated copy whose
-    original was claimed by a cropped copy it does not match would stay alone.
-
-    ``a, b, meas, ori`` is the table of matches (b's orientation onto a). Each left-out
-    picture joins the group whose key ranks best among those it matches, through that
-    group's best-ranked picture it matches (the MSE rule first). Returns, per joined
-    picture: its group's index in ``claims``, its row, the row it matched, that match's
-    index in the table and the picture's orientation onto the row it matched."""
-    e, left, via, group_of = _attach_order(claims, a, b, rank, prot)
-    # the table holds b's orientation onto a: the left-out one is b, or undo it
-    o = np.where(left == b[e], ori[e], _inverse(ori[e]))
-    first = np.r_[True, left[1:] != left[:-1]] if len(e) else np.zeros(0, dtype=bool)
-    return (group_of[via[first]], left[first], via[first], e[first], o[first])
+    sel = np.sort(np.concatenate(picks))
+    return group_of[via[sel]], left[sel], via[sel], e[sel]
 
 
 _COMPOSE = _compose_table()
