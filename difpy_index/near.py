@@ -212,25 +212,52 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, rms
 
 
+def _luma_boxes(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(c, px, px) luma of a chunk of tensors (``_luma``) and its ``trim_boxes``: what both
+    stored features start from, made once for both."""
+    lum = _luma(t, slice(None)).reshape(len(t), t.shape[1], t.shape[2])
+    return lum, trim_boxes(lum)
+
+
+def _lumas_of(lum: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(c, V, D): the area-averaged ``SIDE x SIDE`` luma inside each trimmed box and its
+    central ``CROPS`` shares."""
+    c = len(lum)
+    out = np.empty((c, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
+    cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
+    bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
+    boxes = [box] + [np.stack([cx - bw * s / 2, cy - bh * s / 2, cx + bw * s / 2,
+                               cy + bh * s / 2], axis=1) for s in CROPS]
+    for v, b in enumerate(boxes):
+        out[:, v] = _area_resample(lum, b, SIDE).reshape(c, SIDE * SIDE)
+    return out
+
+
+def _fine_of(lum: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(c, F + 2): ``fine_features`` of a chunk from its luma and trim boxes."""
+    c, px = len(lum), lum.shape[1]
+    d = px * px
+    proj, plan = _fine_projection(px)
+    flat = lum.reshape(c, d)
+    co = flat @ proj
+    smooth = np.einsum("ij,ij->i", co[:, :6], co[:, :6])
+    energy = np.sqrt(np.maximum(np.einsum("ij,ij->i", flat, flat) - smooth, 0.0) / d)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    spread = np.sqrt(np.einsum("ij,ij->i", centred, centred) / d)
+    out = np.empty((c, _fine_width() + 2), dtype=np.float32)
+    out[:, :-2] = _fold(co[:, 6:] / np.maximum(energy, _EPS)[:, None], plan)
+    out[:, -2] = (energy >= MIN_DETAIL) & (spread > _EPS)
+    out[:, -1] = (box != np.array([0, 0, px, px], dtype=np.float64)).any(axis=1)
+    return out
+
+
 def lumas(tensors: np.ndarray) -> np.ndarray:
     """(n, V, D) float32: each tensor's luma, uniform borders trimmed, area-averaged to
     ``SIDE x SIDE`` over the whole trimmed picture and its central ``CROPS`` shares.
 
-    What the catalog stores per image (``pack``); everything else is derived from it."""
-    n, d = len(tensors), SIDE * SIDE
-    out = np.empty((n, 1 + len(CROPS), d), dtype=np.float32)
-    for c0 in range(0, n, _CHUNK):
-        ti = np.asarray(tensors[c0 : c0 + _CHUNK]).astype(np.int32)
-        c = len(ti)
-        lum = (ti[..., 0] * 299 + ti[..., 1] * 587 + ti[..., 2] * 114) / 1000.0
-        box = trim_boxes(lum)
-        cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
-        bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
-        boxes = [box] + [np.stack([cx - bw * s / 2, cy - bh * s / 2, cx + bw * s / 2,
-                                   cy + bh * s / 2], axis=1) for s in CROPS]
-        for v, b in enumerate(boxes):
-            out[c0 : c0 + c, v] = _area_resample(lum, b, SIDE).reshape(c, d)
-    return out
+    What the catalog stores per image (``pack``, with ``fine_features``); everything else
+    of the correlation rule is derived from it."""
+    return stored_of(tensors, fine=False)[0]
 
 
 def fine_features(tensors: np.ndarray) -> np.ndarray:
@@ -239,26 +266,23 @@ def fine_features(tensors: np.ndarray) -> np.ndarray:
     is strong enough to match (``MIN_DETAIL``) and 1.0 where ``trim_boxes`` trims a border.
     Stored in the catalog beside ``lumas``; float32 like them, and the search allows for
     that rounding."""
+    return stored_of(tensors, lum=False)[1]
+
+
+def stored_of(tensors: np.ndarray, lum: bool = True, fine: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(n, V, D) ``lumas`` and (n, F + 2) ``fine_features`` of ``tensors`` (either left
+    empty when not asked for), chunk by chunk, each chunk's luma and trim boxes made once."""
     n = len(tensors)
-    if n == 0:
-        return np.zeros((0, _fine_width() + 2), dtype=np.float32)
-    px = tensors.shape[1]
-    d = px * px
-    proj, plan = _fine_projection(px)
-    out = np.empty((n, _fine_width() + 2), dtype=np.float32)
-    full = np.array([0, 0, px, px], dtype=np.float64)
+    out = np.zeros((n if lum else 0, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
+    out_fine = np.zeros((n if fine else 0, _fine_width() + 2), dtype=np.float32)
     for c0 in range(0, n, _CHUNK):
-        lum = _luma(tensors, np.arange(c0, min(n, c0 + _CHUNK)))
-        c = len(lum)
-        co = lum @ proj
-        smooth = np.einsum("ij,ij->i", co[:, :6], co[:, :6])
-        energy = np.sqrt(np.maximum(np.einsum("ij,ij->i", lum, lum) - smooth, 0.0) / d)
-        centred = lum - lum.mean(axis=1, keepdims=True)
-        spread = np.sqrt(np.einsum("ij,ij->i", centred, centred) / d)
-        out[c0 : c0 + c, :-2] = _fold(co[:, 6:] / np.maximum(energy, _EPS)[:, None], plan)
-        out[c0 : c0 + c, -2] = (energy >= MIN_DETAIL) & (spread > _EPS)
-        out[c0 : c0 + c, -1] = (trim_boxes(lum.reshape(c, px, px)) != full).any(axis=1)
-    return out
+        luma, box = _luma_boxes(np.asarray(tensors[c0 : c0 + _CHUNK]))
+        if lum:
+            out[c0 : c0 + len(luma)] = _lumas_of(luma, box)
+        if fine:
+            out_fine[c0 : c0 + len(luma)] = _fine_of(luma, box)
+    return out, out_fine
 
 
 def _fine_width() -> int:
@@ -292,8 +316,8 @@ def batch_blobs(batch: list[dict[int, bytes]]) -> list[dict[int, bytes]]:
     for px in sorted({px for tensors in batch for px in tensors}):
         which = [i for i, tensors in enumerate(batch) if px in tensors]
         stack = np.frombuffer(b"".join(batch[i][px] for i in which), dtype=np.uint8)
-        stack = stack.reshape(len(which), px, px, 3)
-        for i, row, fine in zip(which, lumas(stack), fine_features(stack), strict=True):
+        rows, fines = stored_of(stack.reshape(len(which), px, px, 3))
+        for i, row, fine in zip(which, rows, fines, strict=True):
             out[i][px] = pack(row, fine)
     return out
 
@@ -311,8 +335,7 @@ def stored_features(blobs: list[bytes | None], tensors: np.ndarray
         out[idx], fine[idx] = unpack([blobs[i] for i in idx])  # type: ignore[misc]
     for c0 in range(0, len(blobs) - len(idx), _CHUNK):
         miss = np.flatnonzero(~have)[c0 : c0 + _CHUNK]
-        t = np.asarray(tensors[miss])
-        out[miss], fine[miss] = lumas(t), fine_features(t)
+        out[miss], fine[miss] = stored_of(np.asarray(tensors[miss]))
     return out, fine
 
 
@@ -724,9 +747,10 @@ def candidate_pairs(feat: Features, rows_ok: np.ndarray, bucket: np.ndarray | No
 # --------------------------------------------------------------------------- fine rule
 
 
-def _luma(tensors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(c, px * px) float64 luma of ``tensors[rows]``, as ``lumas`` computes it: the
-    integer weights' sums (below 2**24) are exact in float32, and fast."""
+def _luma(tensors: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+    """(c, px * px) float64 luma of ``tensors[rows]``, the one every feature starts from
+    (ITU-R 601 weights in thousandths: the integer sums, below 2**24, are exact in
+    float32, and fast)."""
     t = np.asarray(tensors[rows])
     # one matrix-vector product over every pixel (not one per picture)
     out: np.ndarray = (t.reshape(-1, 3).astype(np.float32) @ _LUMA).astype(np.float64)
