@@ -114,11 +114,12 @@ class NearGroup:
 
 @dataclass(slots=True)
 class Features:
-    """Per image: standardised luma and detail of each variant, flattened (n, 2, D)."""
+    """Per image: what the correlation rule's bounds need (coarse projections, orientation
+    invariants, detail energy), all from small projections of the stored lumas; the full
+    standardised vectors are made only for the pictures a pair needs (``vectors``)."""
 
-    full: np.ndarray
-    detail: np.ndarray
-    cfull: np.ndarray  #: coarse projections of ``full`` and ``detail`` (n, v, m, m)
+    stored: np.ndarray  #: the (n, V, D) ``lumas`` they come from
+    cfull: np.ndarray  #: coarse projections of the standardised luma and detail (n, v, m, m)
     cdetail: np.ndarray
     energy: np.ndarray  #: detail RMS of variant 0, grey levels
     eligible: np.ndarray  #: may match by correlation
@@ -126,6 +127,29 @@ class Features:
     #: squared distance above 1 rules a pair out (``_fold``)
     efull: np.ndarray
     edetail: np.ndarray
+
+    def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(c, V, D) float64 standardised luma (mean 0, RMS 1) and detail (luma minus its
+        best quadratic surface, RMS 1) of ``rows``."""
+        r = np.array(self.stored[rows], dtype=np.float64)
+        d = r.shape[-1]
+        q = _smooth_basis(SIDE)
+        detail = ((r.reshape(-1, d) @ q) @ q.T).reshape(r.shape)
+        np.subtract(r, detail, out=detail)
+        detail, _ = _standardise(detail)
+        r -= r.mean(axis=2, keepdims=True)
+        full, _ = _standardise(r)
+        return full, detail
+
+    @property
+    def full(self) -> np.ndarray:
+        """Every picture's standardised luma (``vectors``; for tests and brute forces)."""
+        return self.vectors(np.arange(len(self.stored)))[0]
+
+    @property
+    def detail(self) -> np.ndarray:
+        """Every picture's standardised detail (``vectors``)."""
+        return self.vectors(np.arange(len(self.stored)))[1]
 
 
 # --------------------------------------------------------------------------- features
@@ -349,24 +373,33 @@ def features(tensors: np.ndarray | None, rows: np.ndarray | None = None,
         stored = np.concatenate([lumas(tensors[rows[c0 : c0 + _CHUNK]])
                                  for c0 in range(0, len(rows), _CHUNK)]) if len(rows) else \
             np.zeros((0, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
-    # float64 from here; two (n, V, D) arrays, made in place (products as 2-D matrices:
-    # one BLAS call each, not one per image)
+    # linear maps of the centred luma (one pass over it, then one BLAS product onto the
+    # DCT basis and the quadratic surfaces, and 2 x 2 block sums), standardised after: the
+    # (n, V, D) vectors themselves are never made here
     r = np.array(stored, dtype=np.float64)
     n, nv, d = r.shape
-    q = _smooth_basis(SIDE)
-    detail = ((r.reshape(-1, d) @ q) @ q.T).reshape(r.shape)
-    np.subtract(r, detail, out=detail)
-    detail, e = _standardise(detail)
     r -= r.mean(axis=2, keepdims=True)
-    full, rms = _standardise(r)
+    q = _smooth_basis(SIDE)
+    basis, plan = _fold_plan(SIDE, _K_CORR)
+    k = basis.shape[1]
+    co = (r.reshape(-1, d) @ np.concatenate([basis, q], axis=1)).reshape(n, nv, -1)
+    cb, cq = co[..., :k], co[..., k:]
+    sq = np.einsum("...i,...i->...", r, r)
+    rms = np.sqrt(sq / d)
+    e = np.sqrt(np.maximum(sq - np.einsum("...i,...i->...", cq, cq), 0.0) / d)
+    m = SIDE // _BLOCK
+    blocks = _block_pairs(r, n, nv) / _BLOCK
+    sf = 1.0 / np.maximum(rms, _EPS)[..., None]
+    sd = 1.0 / np.maximum(e, _EPS)[..., None]
     energy, flat_rms = e[:, 0], rms[:, 0]
     eligible = (energy >= MIN_DETAIL) & (flat_rms > _EPS)
     lim_f, lim_d = _limits()
-    basis, plan = _fold_plan(SIDE, _K_CORR)
-    efull = _fold((full.reshape(-1, d) @ basis).reshape(n, nv, -1), plan) / math.sqrt(lim_f)
-    edetail = _fold((detail.reshape(-1, d) @ basis).reshape(n, nv, -1), plan) / math.sqrt(lim_d)
-    return Features(full, detail, _coarse(full), _coarse(detail), energy, eligible,
-                    efull, edetail)
+    efull = _fold(cb * sf, plan) / math.sqrt(lim_f)
+    edetail = _fold((cb - cq @ (q.T @ basis)) * sd, plan) / math.sqrt(lim_d)
+    smooth = (cq @ _coarse(q.T).reshape(6, m * m)).reshape(n, nv, m, m)
+    cfull = blocks * sf[..., None]
+    cdetail = (blocks - smooth) * sd[..., None]
+    return Features(np.asarray(stored), cfull, cdetail, energy, eligible, efull, edetail)
 
 
 # --------------------------------------------------------------------------- invariants
@@ -653,6 +686,17 @@ def _limits() -> tuple[float, float]:
     return 2 * d * (1 - MIN_CORR) + 1e-6 * d, 2 * d * (1 - MIN_DETAIL_CORR) + 1e-6 * d
 
 
+def _block_pairs(r: np.ndarray, n: int, nv: int) -> np.ndarray:
+    """(n, nv, m, m) sums of the 2 x 2 blocks of (n, nv, SIDE * SIDE) ``r``: two adds of
+    strided halves (several times faster than a sum over two axes of a 6-D view)."""
+    assert _BLOCK == 2
+    m = SIDE // 2
+    y = r.reshape(n, nv, m, 2, SIDE)
+    s = (y[:, :, :, 0] + y[:, :, :, 1]).reshape(n, nv, m, m, 2)
+    out: np.ndarray = s[..., 0] + s[..., 1]
+    return out
+
+
 def _coarse(x: np.ndarray) -> np.ndarray:
     """(..., D) -> (..., m, m) block sums / sqrt(block size): an orthogonal projection's
     coordinates, so distances between them never exceed the full distance. The grid is
@@ -675,6 +719,9 @@ def pair_scores(feat: Features, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndar
     score = np.full((p, 8, nc), -np.inf)
     va = np.array([c[0] for c in COMBOS])
     vb = np.array([c[1] for c in COMBOS])
+    # the full vectors of the pictures the pairs name, once each
+    used, at = np.unique(np.concatenate([ia, ib]), return_inverse=True)
+    full, detail = feat.vectors(used)
     for c0 in range(0, p, _PAIR_CHUNK):
         a, b = ia[c0 : c0 + _PAIR_CHUNK], ib[c0 : c0 + _PAIR_CHUNK]
         cfa, cda = feat.cfull[a][:, va], feat.cdetail[a][:, va]  # (c, combos, m, m)
@@ -687,11 +734,11 @@ def pair_scores(feat: Features, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndar
             pi, ci = np.nonzero(alive)
             if len(pi) == 0:
                 continue
-            pa, pb = a[pi], b[pi]
-            of = orient(feat.full[pb, vb[ci]].reshape(-1, SIDE, SIDE), o).reshape(-1, d)
-            od = orient(feat.detail[pb, vb[ci]].reshape(-1, SIDE, SIDE), o).reshape(-1, d)
-            cf = np.einsum("ij,ij->i", feat.full[pa, va[ci]], of) / d
-            cd = np.einsum("ij,ij->i", feat.detail[pa, va[ci]], od) / d
+            pa, pb = at[c0 + pi], at[len(ia) + c0 + pi]
+            of = orient(full[pb, vb[ci]].reshape(-1, SIDE, SIDE), o).reshape(-1, d)
+            od = orient(detail[pb, vb[ci]].reshape(-1, SIDE, SIDE), o).reshape(-1, d)
+            cf = np.einsum("ij,ij->i", full[pa, va[ci]], of) / d
+            cd = np.einsum("ij,ij->i", detail[pa, va[ci]], od) / d
             ok = (cf >= MIN_CORR) & (cd >= MIN_DETAIL_CORR)
             score[c0 + pi[ok], o, ci[ok]] = cd[ok]
     flat = score.reshape(p, 8 * nc)
