@@ -561,13 +561,14 @@ def join(x: np.ndarray, y: np.ndarray | None = None, radius: np.ndarray | float 
 
 
 def _rotated(t: np.ndarray, k: int) -> np.ndarray:
-    """``np.rot90(t, k, axes=(1, 2))`` of (c, px, px, 3) uint8, contiguous: moved as 3-byte
-    pixels, several times faster than byte by byte."""
+    """``np.rot90(t, k, axes=(1, 2))`` of (c, px, px, 3), contiguous: moved as whole
+    pixels (3-item records), several times faster than item by item."""
     if k == 0:
         return np.ascontiguousarray(t)
     c, px = t.shape[0], t.shape[1]
-    pix = np.ascontiguousarray(t).view(np.dtype((np.void, 3))).reshape(c, px, px)
-    out: np.ndarray = np.ascontiguousarray(np.rot90(pix, k, axes=(1, 2))).view(np.uint8)
+    rec = np.dtype((np.void, 3 * t.dtype.itemsize))
+    pix = np.ascontiguousarray(t).view(rec).reshape(c, px, px)
+    out: np.ndarray = np.ascontiguousarray(np.rot90(pix, k, axes=(1, 2))).view(t.dtype)
     return out.reshape(c, px, px, 3)
 
 
@@ -615,12 +616,15 @@ def exact_mse(tensors: np.ndarray, rows: np.ndarray, ia: np.ndarray, ib: np.ndar
     for c0 in range(0, len(ia), _PAIR_CHUNK):
         a, b = ia[c0 : c0 + _PAIR_CHUNK], ib[c0 : c0 + _PAIR_CHUNK]
         cur, cur_k = best[c0 : c0 + len(a)], best_k[c0 : c0 + len(a)]  # views
+        # the chunk's block projections, gathered once (not once per rotation)
+        ga, gb = blocks[a], blocks[b]
         for k in range(nrot):
             # the bound must allow the threshold and beat the best so far (or, with
             # ``first``, the pair must not have matched yet); bounds of the pairs still open
             cap = np.minimum(cur, threshold)
             sel = np.flatnonzero(np.isinf(cur)) if first else np.arange(len(a))
-            diff_b = blocks[a[sel]] - np.rot90(blocks[b[sel]], k, axes=(1, 2))
+            whole = len(sel) == len(a)
+            diff_b = (ga if whole else ga[sel]) - _rotated(gb if whole else gb[sel], k)
             by_row = np.einsum("cijk,cijk->ci", diff_b, diff_b) * scale  # per block row
             lb = by_row.sum(axis=1)
             c_sel = cap[sel]
