@@ -18,7 +18,9 @@ corpus is full of hard negatives by construction. On top of that:
   phone or desktop canvas with bars, saved as PNG);
 * **hard negatives** that are *not* duplicates and get their own base id: ``overlap``
   (a window of the same photograph sharing about half of its area) and ``nearshot`` (a
-  burst-like second shot: shifted by 15-25 %, turned by a few degrees, exposure changed).
+  burst-like second shot: shifted by 15-25 %, turned by a few degrees, exposure changed);
+  none is closer than a 15 % shift to any other window of its photograph (two second shots
+  of one base, say).
 
 The manifest (JSON beside the folder, ``OUT.manifest.json``, the format of tests/corpus.py)
 maps every file to its base id and edit; ``truth_pairs`` gives every ground-truth pair
@@ -84,6 +86,9 @@ EDITS: dict[str, tuple[int, list[Any]]] = {
 }
 #: Hard negatives: their own base ids, never duplicates of anything.
 NEGATIVES = ("overlap", "nearshot")
+#: How far a second shot's window is from its base's, as a share of its size; no hard
+#: negative comes closer than the least of it to any window of the same photograph.
+SHOT_SHIFT = (0.15, 0.25)
 EDITED_SHARE = 0.6
 COPIES = (1, 2, 3, 4)
 NEGATIVE_SHARE = 0.12
@@ -179,6 +184,15 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return w * h / small if small > 0 else 1.0
 
 
+def _shift(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """How far apart two windows of the same size are, as a share of their size (inf for
+    windows of different sizes: ``_overlap`` judges those)."""
+    wa, ha, wb, hb = a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]
+    if abs(wa - wb) > 1e-6 * wa or abs(ha - hb) > 1e-6 * ha:
+        return float("inf")
+    return float(np.hypot((a[0] - b[0]) / wa, (a[1] - b[1]) / ha))
+
+
 def _windows(rng: np.random.Generator, grey: np.ndarray, count: int) -> list[tuple[float, ...]]:
     """Up to ``count`` textured windows of a photo on a jittered grid, barely overlapping."""
     h, w = grey.shape
@@ -261,7 +275,7 @@ def plan(n_bases: int, seed: int, max_side: int = 900, debian: bool = False) -> 
             dx, dy = (0.5 * bw, 0.0) if r.random() < 0.5 else (0.0, 0.5 * bh)
         else:  # a second shot: shifted 15-25 %, turned a little
             ang = r.uniform(0, 2 * np.pi)
-            mag = r.uniform(0.15, 0.25)
+            mag = r.uniform(*SHOT_SHIFT)
             dx, dy = mag * bw * np.cos(ang), mag * bh * np.sin(ang)
         # the side that keeps the whole shift inside the photograph (else skip this one)
         x0, y0 = box[0] + dx, box[1] + dy
@@ -270,8 +284,12 @@ def plan(n_bases: int, seed: int, max_side: int = 900, debian: bool = False) -> 
         if not (0 <= x0 <= pw - bw and 0 <= y0 <= ph - bh):
             continue
         nbox = (x0, y0, x0 + bw, y0 + bh)
-        if any(_overlap(nbox, g[0].box) > 0.9 for g in groups if g[0].source == src):
-            continue  # (nearly) the same window as a picture already in the corpus
+        if any(_overlap(nbox, g[0].box) > 0.9 or _shift(nbox, g[0].box) < SHOT_SHIFT[0]
+               for g in groups if g[0].source == src):
+            # (nearly) the same window as a picture already in the corpus, or closer to
+            # one (another second shot of the same base, say) than a second shot is to
+            # its base: not a clear negative
+            continue
         o = groups[of][0].entry
         params = {"source": o.params["source"], "quality": 90, "of": of}
         if kind == "nearshot":

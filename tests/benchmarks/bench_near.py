@@ -237,6 +237,16 @@ def calibrate(root: Path, manifest: corpus.Manifest, workdir: Path, tag: str) ->
           + ", ".join(f"{v:.4f}" for v in false[:8]))
     print(f"rule: MIN_FINE_CORR = largest false + {MARGIN}, rounded up = {rule:.2f} "
           f"(true pairs kept: {(best[same] >= rule).mean():.3f})")
+    # the same for the pairs with exactly one trimmed picture (the other's frame is whole)
+    one = (trimmed[ia] ^ trimmed[ib])[sel]
+    false1 = np.sort(best[~same & one])[::-1]
+    if len(false1) and false1[0] > -0.5:
+        rule1 = math.ceil((false1[0] + MARGIN) * 100) / 100
+        print("fine rule, pairs with one trimmed picture only: largest false "
+              + ", ".join(f"{v:.4f}" for v in false1[:8]) + f"; a limit of {rule1:.2f} "
+              f"would keep {(best[same & one] >= rule1).mean():.3f} of "
+              f"{int((same & one).sum())} true pairs "
+              f"(MIN_FINE_CORR keeps {(best[same & one] >= near.MIN_FINE_CORR).mean():.3f})")
 
 
 def speed_tensors(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
