@@ -75,8 +75,8 @@ COMBOS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
 #: DCT frequencies (k + l below it) of the folded invariants: correlation rule on the
 #: 16 px luma; MSE rule on a 10 x 10 block grid, luma and two chroma channels.
 _K_CORR = 11
-_K_MSE = 6
-_K_CHROMA = 2
+_K_MSE = 8
+_K_CHROMA = 3
 _K_FINE = 8
 _MSE_GRID = 10
 _BLOCK = 2  # coarse grid for the bounds: SIDE / _BLOCK = 8 blocks a side
