@@ -249,13 +249,21 @@ def calibrate(root: Path, manifest: corpus.Manifest, workdir: Path, tag: str) ->
               f"(MIN_FINE_CORR keeps {(best[same & one] >= near.MIN_FINE_CORR).mean():.3f})")
 
 
-def speed_tensors(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+def speed_tensors(n: int, seed: int = 0, textured: bool = True) -> tuple[np.ndarray, ...]:
     """``n`` 50 px tensors of distinct pictures (random windows of the photographs), a
-    tenth of them planted edits of another (mirror, rotation, tone), with dims and sizes."""
+    tenth of them planted edits of another (mirror, rotation, tone), with dims and sizes.
+
+    ``textured``: every window passes the quality corpus's test of a distinct picture
+    (``near_corpus._textured``: not flat, not mostly black, fine detail), as its bases do;
+    without it a few per cent of the windows are patches of sky or wall, nearly the same
+    picture under the MSE rule, which form cliques that grow with the square of ``n``."""
     from PIL import Image, ImageOps
 
     rng = np.random.default_rng(seed)
-    photos = [Image.fromarray(near_corpus._load(*p)) for p in near_corpus.photos(True)]
+    arrays = [near_corpus._load(*p) for p in near_corpus.photos(True)]
+    photos = [Image.fromarray(a) for a in arrays]
+    greys = [a.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) for a in arrays] \
+        if textured else []
     out = np.empty((n, 50, 50, 3), dtype=np.uint8)
     for i in range(n):
         if i and rng.random() < 0.1:
@@ -263,13 +271,16 @@ def speed_tensors(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
             src = ImageOps.mirror(src) if rng.random() < 0.5 else src.rotate(90)
             out[i] = np.clip(np.asarray(src, dtype=np.float64) * rng.uniform(0.8, 1.2), 0, 255)
             continue
-        im = photos[int(rng.integers(len(photos)))]
-        w, h = im.size
-        side = rng.uniform(0.1, 0.5) * min(w, h)
-        x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
-        aspect = rng.uniform(0.7, 1.4)
-        box = (x0, y0, x0 + side, y0 + min(side * aspect, h - y0))
-        out[i] = np.asarray(im.resize((50, 50), Image.Resampling.BICUBIC, box=box))
+        for _ in range(100):
+            k = int(rng.integers(len(photos)))
+            w, h = photos[k].size
+            side = rng.uniform(0.1, 0.5) * min(w, h)
+            x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
+            aspect = rng.uniform(0.7, 1.4)
+            box = (x0, y0, x0 + side, y0 + min(side * aspect, h - y0))
+            if not textured or near_corpus._textured(greys[k], box):
+                break
+        out[i] = np.asarray(photos[k].resize((50, 50), Image.Resampling.BICUBIC, box=box))
     # most photos come in a few camera sizes (same_dim compares those), the rest vary
     common = np.array([(4000, 3000), (4032, 3024), (3000, 4000), (1920, 1080), (1600, 1200)])
     pick = rng.integers(len(common), size=n)
@@ -279,7 +290,7 @@ def speed_tensors(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     return out, widths, heights, sizes
 
 
-def speed(sizes: list[int], repeat: int = 3) -> None:
+def speed(sizes: list[int], repeat: int = 3, textured: bool = True) -> None:
     """Engine time of ``near`` and ``similar`` (same_dim on, difPy's default) on the same
     tensors, CPU seconds of this process (the machine may be shared; best of ``repeat``)
     and wall seconds. ``near`` reads its features as a search over the catalog does (stored
@@ -287,13 +298,14 @@ def speed(sizes: list[int], repeat: int = 3) -> None:
     the tensors instead (a catalog whose features are of another version)."""
     from difpy_index import match, near
 
-    print("\n## speed: engine only, tensors (and near's stored features) already in memory")
+    print("\n## speed: engine only, tensors (and near's stored features) already in memory"
+          + ("" if textured else ", flat windows allowed"))
     print("| images | similar cpu s | near cpu s | ratio | similar wall s | near wall s "
           "| near, features computed, cpu s |")
     print("|---|---|---|---|---|---|---|")
     got = {}
     for n in sizes:
-        t, w, h, sz = speed_tensors(n)
+        t, w, h, sz = speed_tensors(n, textured=textured)
         paths = [b"/speed/%07d.jpg" % i for i in range(n)]
         stored = (near.lumas(t), near.fine_features(t))
         runs: list[list[tuple[float, float]]] = [[], [], []]
@@ -363,6 +375,8 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true", help="print the threshold rule's figures")
     ap.add_argument("--speed", type=int, nargs="*", default=None,
                     help="only time the engines on this many distinct pictures (e.g. 4000 16000)")
+    ap.add_argument("--flat-windows", action="store_true",
+                    help="--speed: allow flat windows (sky, wall) in the speed corpus, as before")
     ap.add_argument("--feature-cost", action="store_true",
                     help="only measure what the stored features add to decoding the corpora")
     a = ap.parse_args()
@@ -371,7 +385,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     procs = a.processes or os.cpu_count() or 1
     if a.speed is not None:
-        speed(a.speed or [4000, 16000])
+        speed(a.speed or [4000, 16000], textured=not a.flat_windows)
         return
     roots = []
     for seed in a.seeds:
