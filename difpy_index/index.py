@@ -595,7 +595,7 @@ class Index:
             t_search = time.time()
             groups: list[GroupInfo] = []
             found_rows: list[list[int]] = []
-            near_input: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
+            near_input: tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
             for folder, subset in scopes:
                 found: Sequence[match.Group | near.NearGroup]
                 if use_near:

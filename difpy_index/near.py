@@ -53,9 +53,9 @@ from .params import NEAR_THRESHOLD
 __all__ = ["MEASURES", "NEAR_VERSION", "NearGroup", "NearMember", "features", "find_groups", "orient",
            "pair_scores", "search"]
 
-#: Bumped whenever the stored features (``lumas``, ``fine_features``) change: the catalog
+#: Bumped whenever the stored features (``lumas``, ``fine_features``, ``search_features``) change: the catalog
 #: keeps it beside them, and a search computes rows of another version again.
-NEAR_VERSION = "near-3"
+NEAR_VERSION = "near-4"
 #: Resampled luma side, the crop variant's share, and the border trimming parameters.
 SIDE = 16
 CROPS = (0.96, 0.92)
@@ -87,6 +87,7 @@ _PAIR_CHUNK = 4096
 _STRIP = 1  # block rows of pixels ``exact_mse`` reads at a time
 _WAVE = 2048  # MSE candidates verified at once in claim order (``_claim``)
 _EPS = 1e-6
+_SLACK = 1.0 + 1e-5  # radius of the joins on invariants stored as float32
 _LUMA = np.array([299, 587, 114], dtype=np.float32)
 
 
@@ -114,13 +115,12 @@ class NearGroup:
 
 @dataclass(slots=True)
 class Features:
-    """Per image: what the correlation rule's bounds need (coarse projections, orientation
-    invariants, detail energy), all from small projections of the stored lumas; the full
-    standardised vectors are made only for the pictures a pair needs (``vectors``)."""
+    """Per image: what the correlation rule's joins need (orientation invariants, detail
+    energy: ``_corr_of``, stored in the catalog); the full standardised vectors and
+    their coarse projections are made from the stored lumas only for the pictures a pair
+    needs (``vectors``, ``coarse``)."""
 
     stored: np.ndarray  #: the (n, V, D) ``lumas`` they come from
-    cfull: np.ndarray  #: coarse projections of the standardised luma and detail (n, v, m, m)
-    cdetail: np.ndarray
     energy: np.ndarray  #: detail RMS of variant 0, grey levels
     eligible: np.ndarray  #: may match by correlation
     #: orientation invariants of ``full`` and ``detail`` (n, v, k), scaled so that a
@@ -140,6 +140,12 @@ class Features:
         r -= r.mean(axis=2, keepdims=True)
         full, _ = _standardise(r)
         return full, detail
+
+    def coarse(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(c, V, m, m) coarse projections (``_coarse``) of ``rows``' standardised luma and
+        detail, with their full vectors (``vectors``)."""
+        full, detail = self.vectors(rows)
+        return _coarse(full), _coarse(detail), full, detail
 
     @property
     def full(self) -> np.ndarray:
@@ -281,7 +287,7 @@ def lumas(tensors: np.ndarray) -> np.ndarray:
 
     What the catalog stores per image (``pack``, with ``fine_features``); everything else
     of the correlation rule is derived from it."""
-    return stored_of(tensors, fine=False)[0]
+    return stored_of(tensors, fine=False, extra=False)[0]
 
 
 def fine_features(tensors: np.ndarray) -> np.ndarray:
@@ -290,23 +296,34 @@ def fine_features(tensors: np.ndarray) -> np.ndarray:
     is strong enough to match (``MIN_DETAIL``) and 1.0 where ``trim_boxes`` trims a border.
     Stored in the catalog beside ``lumas``; float32 like them, and the search allows for
     that rounding."""
-    return stored_of(tensors, lum=False)[1]
+    return stored_of(tensors, lum=False, extra=False)[1]
 
 
-def stored_of(tensors: np.ndarray, lum: bool = True, fine: bool = True
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(n, V, D) ``lumas`` and (n, F + 2) ``fine_features`` of ``tensors`` (either left
-    empty when not asked for), chunk by chunk, each chunk's luma and trim boxes made once."""
+def stored_of(tensors: np.ndarray, lum: bool = True, fine: bool = True, extra: bool = True
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, V, D) ``lumas``, (n, F + 2) ``fine_features`` and (n, E) ``search_features`` of
+    ``tensors`` (each left empty when not asked for), chunk by chunk, each chunk's luma and
+    trim boxes made once."""
     n = len(tensors)
-    out = np.zeros((n if lum else 0, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
+    out = np.zeros((n if lum or extra else 0, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
     out_fine = np.zeros((n if fine else 0, _fine_width() + 2), dtype=np.float32)
     for c0 in range(0, n, _CHUNK):
         luma, box = _luma_boxes(np.asarray(tensors[c0 : c0 + _CHUNK]))
-        if lum:
+        if lum or extra:
             out[c0 : c0 + len(luma)] = _lumas_of(luma, box)
         if fine:
             out_fine[c0 : c0 + len(luma)] = _fine_of(luma, box)
-    return out, out_fine
+    more = np.concatenate([_corr_of(out), mse_sums(tensors)], axis=1) if extra and n else \
+        np.zeros((0, 0), dtype=np.float32)
+    return (out if lum else out[:0]), out_fine, more
+
+
+def search_features(tensors: np.ndarray) -> np.ndarray:
+    """(n, E) float32 per tensor, made from ``lumas`` and the tensor so that a search only
+    reads them: the correlation rule's orientation invariants, detail energy and
+    eligibility (``_corr_of``), then the MSE rule's block sums and sum of squares
+    (``mse_sums``). Stored in the catalog after ``lumas`` and ``fine_features``."""
+    return stored_of(tensors, lum=False, fine=False)[2]
 
 
 def _fine_width() -> int:
@@ -314,68 +331,108 @@ def _fine_width() -> int:
     return _K_FINE * (_K_FINE + 1) // 2
 
 
-def pack(lum: np.ndarray, fine: np.ndarray) -> bytes:
-    """One image's ``lumas`` row and ``fine_features`` row as the catalog blob
-    (little-endian float32, one after the other)."""
-    return (np.ascontiguousarray(lum, dtype="<f4").tobytes()
-            + np.ascontiguousarray(fine, dtype="<f4").tobytes())
+def _corr_stored() -> int:
+    """Width of ``_corr_of``'s features (the first part of ``search_features``)."""
+    return 2 * (1 + len(CROPS)) * _corr_width() + 2
 
 
-def unpack(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Catalog blobs -> (n, V, D) ``lumas`` and (n, F + 2) ``fine_features``, float32
-    (``pack``'s inverse)."""
-    v, d, f = 1 + len(CROPS), SIDE * SIDE, _fine_width() + 2
-    if not blobs:
-        return np.zeros((0, v, d), dtype=np.float32), np.zeros((0, f), dtype=np.float32)
-    flat = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), v * d + f)
+def _extra_width(px: int) -> int:
+    """``search_features``' width for tensors of side ``px``."""
+    from .match import _segments
+
+    m = len(_segments(px, _MSE_GRID)) - 1
+    return 2 * (1 + len(CROPS)) * _corr_width() + 2 + m * m * 3 + 2
+
+
+def pack(lum: np.ndarray, fine: np.ndarray, extra: np.ndarray) -> bytes:
+    """One image's ``lumas``, ``fine_features`` and ``search_features`` rows as the
+    catalog blob (little-endian float32, one after the other)."""
+    return b"".join(np.ascontiguousarray(x, dtype="<f4").tobytes() for x in (lum, fine, extra))
+
+
+def unpack(blobs: list[bytes], px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Catalog blobs of ``px`` tensors -> (n, V, D) ``lumas``, (n, F + 2)
+    ``fine_features`` and (n, E) ``search_features``, float32 (``pack``'s inverse)."""
+    v, d, f, e = 1 + len(CROPS), SIDE * SIDE, _fine_width() + 2, _extra_width(px)
+    flat = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), v * d + f + e)
     return (flat[:, : v * d].reshape(len(blobs), v, d).astype(np.float32),
-            flat[:, v * d :].astype(np.float32))
+            flat[:, v * d : v * d + f].astype(np.float32),
+            flat[:, v * d + f :].astype(np.float32))
 
 
 def batch_blobs(batch: list[dict[int, bytes]]) -> list[dict[int, bytes]]:
-    """[{px: tensor bytes}] -> [{px: ``pack``ed ``lumas`` and ``fine_features``}]: what the
-    catalog stores beside each tensor, for many images in one vectorised pass per tensor
-    size (a decode worker's task, a migration's page of rows)."""
+    """[{px: tensor bytes}] -> [{px: ``pack``ed ``lumas``, ``fine_features`` and
+    ``search_features``}]: what the catalog stores beside each tensor, for many images in
+    one vectorised pass per tensor size (a decode worker's task, a migration's page of
+    rows)."""
     out: list[dict[int, bytes]] = [{} for _ in batch]
     for px in sorted({px for tensors in batch for px in tensors}):
         which = [i for i, tensors in enumerate(batch) if px in tensors]
         stack = np.frombuffer(b"".join(batch[i][px] for i in which), dtype=np.uint8)
-        rows, fines = stored_of(stack.reshape(len(which), px, px, 3))
-        for i, row, fine in zip(which, rows, fines, strict=True):
-            out[i][px] = pack(row, fine)
+        rows, fines, extras = stored_of(stack.reshape(len(which), px, px, 3))
+        for i, row, fine, extra in zip(which, rows, fines, extras, strict=True):
+            out[i][px] = pack(row, fine, extra)
     return out
 
 
+def blob_of(tensor: np.ndarray) -> bytes:
+    """The catalog blob of one (px, px, 3) tensor (``batch_blobs`` for a single one)."""
+    lum, fine, extra = stored_of(np.asarray(tensor)[None])
+    return pack(lum[0], fine[0], extra[0])
+
+
 def stored_features(blobs: list[bytes | None], tensors: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(n, V, D) ``lumas`` and (n, F + 2) ``fine_features`` from the catalog's blobs (None:
-    missing or of another version), the missing ones computed from ``tensors`` (aligned
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, V, D) ``lumas``, (n, F + 2) ``fine_features`` and (n, E) ``search_features``
+    from the catalog's blobs (None: missing or of another version), the missing ones (and
+    rows whose MSE sums could not be stored exactly) computed from ``tensors`` (aligned
     with ``blobs``)."""
+    px = tensors.shape[1]
     out = np.empty((len(blobs), 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
     fine = np.empty((len(blobs), _fine_width() + 2), dtype=np.float32)
+    extra = np.empty((len(blobs), _extra_width(px)), dtype=np.float32)
     have = np.array([b is not None for b in blobs], dtype=bool)
     idx = np.flatnonzero(have)
     if len(idx):
-        out[idx], fine[idx] = unpack([blobs[i] for i in idx])  # type: ignore[misc]
-    for c0 in range(0, len(blobs) - len(idx), _CHUNK):
-        miss = np.flatnonzero(~have)[c0 : c0 + _CHUNK]
-        out[miss], fine[miss] = stored_of(np.asarray(tensors[miss]))
-    return out, fine
+        out[idx], fine[idx], extra[idx] = unpack([blobs[i] for i in idx], px)  # type: ignore[misc]
+        have[idx[np.isnan(extra[idx, -1])]] = False
+    miss = np.flatnonzero(~have)
+    for c0 in range(0, len(miss), _CHUNK):
+        part = miss[c0 : c0 + _CHUNK]
+        out[part], fine[part], extra[part] = stored_of(np.asarray(tensors[part]))
+    return out, fine, extra
 
 
 def features(tensors: np.ndarray | None, rows: np.ndarray | None = None,
-             stored: np.ndarray | None = None) -> Features:
+             stored: np.ndarray | None = None, corr: np.ndarray | None = None) -> Features:
     """Near features of ``tensors[rows]``, or of their ``stored`` lumas (``lumas``) when
-    given (aligned with ``rows``): the catalog's, so no tensor is resampled again."""
+    given (aligned with ``rows``): the catalog's, so no tensor is resampled again; with
+    their ``corr`` (``_corr_of``, the catalog's too) nothing is computed."""
     if stored is None:
         assert tensors is not None
         rows = np.arange(len(tensors)) if rows is None else np.asarray(rows, dtype=np.intp)
         stored = np.concatenate([lumas(tensors[rows[c0 : c0 + _CHUNK]])
                                  for c0 in range(0, len(rows), _CHUNK)]) if len(rows) else \
             np.zeros((0, 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
-    # linear maps of the centred luma (one pass over it, then one BLAS product onto the
-    # DCT basis and the quadratic surfaces, and 2 x 2 block sums), standardised after: the
-    # (n, V, D) vectors themselves are never made here
+    if corr is None:
+        corr = _corr_of(np.asarray(stored))
+    n, nv = len(stored), 1 + len(CROPS)
+    k = _corr_width()
+    inv = np.asarray(corr[:, :-2], dtype=np.float64).reshape(n, 2, nv, k)
+    return Features(np.asarray(stored), np.asarray(corr[:, -2], dtype=np.float64),
+                    corr[:, -1] > 0.5, inv[:, 0], inv[:, 1])
+
+
+def _corr_width() -> int:
+    """How many orientation invariants each variant's luma and detail have (k + l <
+    ``_K_CORR``)."""
+    return _K_CORR * (_K_CORR + 1) // 2
+
+
+def _corr_of(stored: np.ndarray) -> np.ndarray:
+    """(n, 2 V K + 2) float32 correlation-rule features of (n, V, D) ``lumas``: linear maps of the
+    centred luma (one pass over it, then one BLAS product onto the DCT basis and the
+    quadratic surfaces), standardised after; the (n, V, D) vectors are never made."""
     r = np.array(stored, dtype=np.float64)
     n, nv, d = r.shape
     r -= r.mean(axis=2, keepdims=True)
@@ -387,19 +444,16 @@ def features(tensors: np.ndarray | None, rows: np.ndarray | None = None,
     sq = np.einsum("...i,...i->...", r, r)
     rms = np.sqrt(sq / d)
     e = np.sqrt(np.maximum(sq - np.einsum("...i,...i->...", cq, cq), 0.0) / d)
-    m = SIDE // _BLOCK
-    blocks = _block_pairs(r, n, nv) / _BLOCK
     sf = 1.0 / np.maximum(rms, _EPS)[..., None]
     sd = 1.0 / np.maximum(e, _EPS)[..., None]
-    energy, flat_rms = e[:, 0], rms[:, 0]
-    eligible = (energy >= MIN_DETAIL) & (flat_rms > _EPS)
     lim_f, lim_d = _limits()
-    efull = _fold(cb * sf, plan) / math.sqrt(lim_f)
-    edetail = _fold((cb - cq @ (q.T @ basis)) * sd, plan) / math.sqrt(lim_d)
-    smooth = (cq @ _coarse(q.T).reshape(6, m * m)).reshape(n, nv, m, m)
-    cfull = blocks * sf[..., None]
-    cdetail = (blocks - smooth) * sd[..., None]
-    return Features(np.asarray(stored), cfull, cdetail, energy, eligible, efull, edetail)
+    out = np.empty((n, 2 * nv * k + 2), dtype=np.float32)
+    out[:, : nv * k] = (_fold(cb * sf, plan) / math.sqrt(lim_f)).reshape(n, -1)
+    out[:, nv * k : -2] = (_fold((cb - cq @ (q.T @ basis)) * sd, plan)
+                           / math.sqrt(lim_d)).reshape(n, -1)
+    out[:, -2] = e[:, 0]
+    out[:, -1] = (e[:, 0] >= MIN_DETAIL) & (rms[:, 0] > _EPS)
+    return out
 
 
 # --------------------------------------------------------------------------- invariants
@@ -455,7 +509,40 @@ def _fold(c: np.ndarray, plan: tuple[np.ndarray, ...]) -> np.ndarray:
     return out
 
 
-def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
+def mse_sums(tensors: np.ndarray) -> np.ndarray:
+    """(n, m * m * 3 + 2) float32 per tensor, what the MSE rule's invariants are made of
+    (``mse_invariants``): its block sums on the ``_MSE_GRID`` grid and its sum of squares
+    (as ``hi * 2**16 + lo``), all integers float32 holds exactly while a block sum stays
+    below 2**24 (tensors up to 2,560 px; else NaN, and a search makes them again)."""
+    from .match import _segments
+
+    n, px = len(tensors), tensors.shape[1]
+    m = len(_segments(px, _MSE_GRID)) - 1
+    out = np.empty((n, m * m * 3 + 2), dtype=np.float32)
+    for c0 in range(0, n, _CHUNK):
+        g, sq = _mse_raw(np.asarray(tensors[c0 : c0 + _CHUNK]))
+        out[c0 : c0 + len(g), :-2] = g
+        out[c0 : c0 + len(g), -2] = sq >> 16
+        out[c0 : c0 + len(g), -1] = sq & 0xFFFF
+    if n and float(np.max(out[:, :-2], initial=0.0)) >= 2**24:
+        out[:] = np.nan
+    return out
+
+
+def _mse_raw(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(c, m * m * 3) float64 block sums and (c,) int64 sums of squares of a chunk of
+    tensors, exact integers."""
+    from .match import _acc_dtype, _block_sums, _segments
+
+    px = t.shape[1]
+    d = px * px * 3
+    g = _block_sums(t, _segments(px, _MSE_GRID)).reshape(len(t), -1)
+    flat: np.ndarray = t.reshape(len(t), d).astype(_acc_dtype(d))  # integer squares: exact sums
+    return g, np.einsum("ij,ij->i", flat, flat).astype(np.int64)
+
+
+def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float,
+                   sums: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(n, k) orientation invariants of ``tensors[rows]`` whose squared distance is at most
     ``MSE / threshold`` for every orientation: the pixels' channel sum and two chroma
@@ -465,8 +552,9 @@ def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
     turning one of them bounds that rotation's MSE / threshold; and (n,) the RMS of what
     the projection leaves out (grey levels), so that ``MSE <= bound * threshold +
     (rms_a + rms_b)**2`` (the left-out parts are orthogonal to the projection, which
-    commutes with every rotation, and their difference is at most the sum of their norms)."""
-    from .match import _acc_dtype, _block_sums, _segments
+    commutes with every rotation, and their difference is at most the sum of their norms).
+    ``sums``: the rows' ``mse_sums`` (the catalog's), else made from the tensors."""
+    from .match import _segments
 
     px = tensors.shape[1]
     bounds = _segments(px, _MSE_GRID)
@@ -479,23 +567,26 @@ def mse_invariants(tensors: np.ndarray, rows: np.ndarray, threshold: float
     chroma_basis, chroma_plan = _fold_plan(m, min(_K_CHROMA, m))
     scale = 1.0 / math.sqrt(px * px * 3 * threshold)
     d = px * px * 3
-    acc = _acc_dtype(d)
     parts = []
     blocks = np.empty((len(rows), m, m, 3))
     rest = np.empty(len(rows))
     for c0 in range(0, len(rows), _CHUNK):
-        t = tensors[rows[c0 : c0 + _CHUNK]]
-        g = _block_sums(t, bounds)  # (c, m, m, 3)
-        g = (g.reshape(len(g), m * m, 3) @ colour.T) * norm[None, :, None]
-        blocks[c0 : c0 + len(g)] = g.reshape(len(g), m, m, 3) * scale
-        flat = t.reshape(len(t), d).astype(acc)  # integer squares: exact sums
+        if sums is None:
+            raw, sq_int = _mse_raw(np.asarray(tensors[rows[c0 : c0 + _CHUNK]]))
+            sq = sq_int.astype(np.float64)
+        else:
+            part = np.asarray(sums[c0 : c0 + _CHUNK], dtype=np.float64)
+            raw, sq = part[:, :-2], part[:, -2] * 65536.0 + part[:, -1]  # exact integers
+        c = len(raw)
+        g = (raw.reshape(c, m * m, 3) @ colour.T) * norm[None, :, None]
+        blocks[c0 : c0 + c] = g.reshape(c, m, m, 3) * scale
         kept = np.einsum("cij,cij->c", g, g)
-        rest[c0 : c0 + len(g)] = np.sqrt(np.maximum(
-            np.einsum("ij,ij->i", flat, flat) - kept, 0.0) / d)
+        rest[c0 : c0 + c] = np.sqrt(np.maximum(sq - kept, 0.0) / d)
+        g = g.reshape(c, m, m, 3)
         parts.append(np.concatenate([
-            _fold(g[:, :, 0] @ luma_basis, luma_plan),
-            _fold(g[:, :, 1] @ chroma_basis, chroma_plan),
-            _fold(g[:, :, 2] @ chroma_basis, chroma_plan)], axis=1) * scale)
+            _fold(g[:, :, :, 0].reshape(c, m * m) @ luma_basis, luma_plan),
+            _fold(g[:, :, :, 1].reshape(c, m * m) @ chroma_basis, chroma_plan),
+            _fold(g[:, :, :, 2].reshape(c, m * m) @ chroma_basis, chroma_plan)], axis=1) * scale)
     if not parts:
         return np.zeros((0, 1), dtype=np.float64), blocks, rest
     return np.concatenate(parts), blocks, rest
@@ -573,13 +664,14 @@ def _rotated(t: np.ndarray, k: int) -> np.ndarray:
 
 
 def mse_candidates(tensors: np.ndarray, rows: np.ndarray, threshold: float,
-                   bucket: np.ndarray | None = None
+                   bucket: np.ndarray | None = None, sums: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Pairs (i < j, local) of ``tensors[rows]`` whose invariants allow an MSE <= threshold
-    in some orientation, and the block projections and left-out RMS (``mse_invariants``)."""
+    in some orientation, and the block projections and left-out RMS (``mse_invariants``;
+    ``sums``: the rows' ``mse_sums``, the catalog's)."""
     from .match import _margin
 
-    inv, blocks, rest = mse_invariants(tensors, rows, threshold)
+    inv, blocks, rest = mse_invariants(tensors, rows, threshold, sums)
     ia, ib = join(inv, None, math.sqrt(1 + _margin(threshold) / max(threshold, _EPS)))
     if bucket is not None:
         keep = bucket[ia] == bucket[ib]
@@ -690,17 +782,6 @@ def _limits() -> tuple[float, float]:
     return 2 * d * (1 - MIN_CORR) + 1e-6 * d, 2 * d * (1 - MIN_DETAIL_CORR) + 1e-6 * d
 
 
-def _block_pairs(r: np.ndarray, n: int, nv: int) -> np.ndarray:
-    """(n, nv, m, m) sums of the 2 x 2 blocks of (n, nv, SIDE * SIDE) ``r``: two adds of
-    strided halves (several times faster than a sum over two axes of a 6-D view)."""
-    assert _BLOCK == 2
-    m = SIDE // 2
-    y = r.reshape(n, nv, m, 2, SIDE)
-    s = (y[:, :, :, 0] + y[:, :, :, 1]).reshape(n, nv, m, m, 2)
-    out: np.ndarray = s[..., 0] + s[..., 1]
-    return out
-
-
 def _coarse(x: np.ndarray) -> np.ndarray:
     """(..., D) -> (..., m, m) block sums / sqrt(block size): an orthogonal projection's
     coordinates, so distances between them never exceed the full distance. The grid is
@@ -725,11 +806,12 @@ def pair_scores(feat: Features, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndar
     vb = np.array([c[1] for c in COMBOS])
     # the full vectors of the pictures the pairs name, once each
     used, at = np.unique(np.concatenate([ia, ib]), return_inverse=True)
-    full, detail = feat.vectors(used)
+    cfull, cdetail, full, detail = feat.coarse(used)
     for c0 in range(0, p, _PAIR_CHUNK):
-        a, b = ia[c0 : c0 + _PAIR_CHUNK], ib[c0 : c0 + _PAIR_CHUNK]
-        cfa, cda = feat.cfull[a][:, va], feat.cdetail[a][:, va]  # (c, combos, m, m)
-        cfb, cdb = feat.cfull[b][:, vb], feat.cdetail[b][:, vb]
+        e0 = min(p, c0 + _PAIR_CHUNK)
+        a, b = at[c0:e0], at[p + c0 : p + e0]
+        cfa, cda = cfull[a][:, va], cdetail[a][:, va]  # (c, combos, m, m)
+        cfb, cdb = cfull[b][:, vb], cdetail[b][:, vb]
         for o in range(8):
             ef = cfa - orient(cfb, o)
             ed = cda - orient(cdb, o)
@@ -738,7 +820,7 @@ def pair_scores(feat: Features, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndar
             pi, ci = np.nonzero(alive)
             if len(pi) == 0:
                 continue
-            pa, pb = at[c0 + pi], at[len(ia) + c0 + pi]
+            pa, pb = a[pi], b[pi]
             of = orient(full[pb, vb[ci]].reshape(-1, SIDE, SIDE), o).reshape(-1, d)
             od = orient(detail[pb, vb[ci]].reshape(-1, SIDE, SIDE), o).reshape(-1, d)
             cf = np.einsum("ij,ij->i", full[pa, va[ci]], of) / d
@@ -771,9 +853,10 @@ def candidate_pairs(feat: Features, rows_ok: np.ndarray, bucket: np.ndarray | No
     # coordinates only shortens distances, so no pair is lost, and the full invariants
     # are checked below; the product, the joins' cost, shrinks more than the survivors grow
     by_spread = np.argsort(-ed[:, 0].std(axis=0), kind="stable")[:_JOIN_DIMS]
-    a0, b0 = join(ed[:, 0][:, by_spread])
+    # the radius allows for the float32 rounding of the stored invariants (below 1e-6)
+    a0, b0 = join(ed[:, 0][:, by_spread], None, _SLACK)
     crops = ed[:, 1:].transpose(1, 0, 2).reshape((nv - 1) * n, -1)
-    a1, b1 = join(ed[:, 0][:, by_spread], crops[:, by_spread])
+    a1, b1 = join(ed[:, 0][:, by_spread], crops[:, by_spread], _SLACK)
     b1 %= n
     other = a1 != b1
     a1, b1 = a1[other], b1[other]
@@ -789,8 +872,8 @@ def candidate_pairs(feat: Features, rows_ok: np.ndarray, bucket: np.ndarray | No
     for va, vb in COMBOS:
         df = ef[pairs[0], va] - ef[pairs[1], vb]
         dd = ed[pairs[0], va] - ed[pairs[1], vb]
-        alive |= ((np.einsum("ij,ij->i", df, df) <= 1.0)
-                  & (np.einsum("ij,ij->i", dd, dd) <= 1.0))
+        alive |= ((np.einsum("ij,ij->i", df, df) <= _SLACK**2)
+                  & (np.einsum("ij,ij->i", dd, dd) <= _SLACK**2))
     pairs = pairs[:, alive]
     return idx[pairs[0]], idx[pairs[1]]
 
@@ -909,12 +992,12 @@ def search(
     subset: np.ndarray | None = None,
     order: np.ndarray | None = None,
     protected: np.ndarray | None = None,
-    stored: tuple[np.ndarray, np.ndarray] | None = None,
+    stored: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[NearGroup]:
     """``near`` groups, as match.find_groups' (same ranks, subset and protected rows);
-    members by (mse, path), keys in rank order. ``stored``: every row's ``lumas`` and
-    ``fine_features`` (``stored_features``: the catalog's), else they are computed from
-    the tensors."""
+    members by (mse, path), keys in rank order. ``stored``: every row's ``lumas``,
+    ``fine_features`` and ``search_features`` (``stored_features``: the catalog's), else
+    they are computed from the tensors."""
     from . import match
 
     scope = match.search_scope(widths, heights, sizes, paths, subset, order, protected, same_dim)
@@ -923,9 +1006,11 @@ def search(
     rows, rank, prot, bucket, local_paths = scope
     # the MSE rule's candidates: verified in claim order, only where they can still claim
     # (the exact minimum over the rotations is computed for the group members only)
-    cands = mse_candidates(tensors, rows, NEAR_THRESHOLD, bucket)
+    mine = None if stored is None else tuple(np.asarray(x)[rows] for x in stored)
+    sums = None if mine is None else mine[2][:, _corr_stored():]
+    cands = mse_candidates(tensors, rows, NEAR_THRESHOLD, bucket,
+                           None if sums is None or np.isnan(sums).any() else sums)
     out = []
-    mine = None if stored is None else (np.asarray(stored[0])[rows], np.asarray(stored[1])[rows])
     for key, members in find_groups(tensors, rank, rows, prot, bucket, cands, mine):
         members.sort(key=lambda m: (m.mse, local_paths[m.index]))
         out.append(NearGroup(int(rows[key]), tuple(
@@ -942,7 +1027,7 @@ def find_groups(
     prot: np.ndarray,
     bucket: np.ndarray | None,
     mse_candidates: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]],
-    stored: tuple[np.ndarray, np.ndarray] | None = None,
+    stored: tuple[np.ndarray, ...] | None = None,
     lazy: bool = True,
 ) -> list[tuple[int, list[NearMember]]]:
     """Groups (local row indices) claimed in rank order over the union of the rules.
@@ -957,7 +1042,8 @@ def find_groups(
     are known.
     """
     n = len(rows)
-    feat = features(tensors, rows, None if stored is None else stored[0])
+    feat = features(tensors, rows, None if stored is None else stored[0],
+                    None if stored is None else stored[2][:, : _corr_stored()])
     ca, cb = candidate_pairs(feat, feat.eligible, bucket)
     ok, orient_b, value = pair_scores(feat, ca, cb)
     ca, cb, orient_b, value = ca[ok], cb[ok], orient_b[ok], value[ok]

@@ -276,7 +276,7 @@ def test_schema_0004_fills_near_features_of_an_older_catalog(tmp_path: Path) -> 
     for px, data, blob, version in rows:
         t = np.frombuffer(data, np.uint8).reshape(1, px, px, 3)
         assert version == near.NEAR_VERSION
-        assert blob == near.pack(near.lumas(t)[0], near.fine_features(t)[0])
+        assert blob == near.blob_of(t[0])
     # the three pictures with their mirrored copies, by the correlation rule
     assert len(result.groups) == 3
     assert all(m.measure == "correlation" and m.mirror for g in result.groups for m in g.members)
@@ -327,9 +327,68 @@ def test_schema_0006_refills_near_features_with_the_fine_rules(tmp_path: Path) -
     assert len(rows) == 2
     for data, blob, version in rows:
         t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
-        assert version == near.NEAR_VERSION == "near-3"
-        assert blob == near.pack(near.lumas(t)[0], near.fine_features(t)[0])
+        assert version == near.NEAR_VERSION == "near-4"
+        assert blob == near.blob_of(t[0])
     with Index.open(path) as idx:
         result = idx.search(similarity="near")
     assert [(g.key.endswith("pic.png"), [m.measure for m in g.members]) for g in result.groups] \
         == [(True, ["fine"])]
+
+
+def test_schema_0007_stores_what_a_near_search_computed(tmp_path: Path) -> None:
+    """A catalog at schema 0006 (``near`` blobs of near-3: ``lumas`` and ``fine_features``
+    only) gets every row refilled on upgrade from its stored tensor (the images are emptied
+    first, so nothing is decoded) with ``search_features`` appended, and a search of the
+    upgraded catalog reads them and finds the mirrored copies it found before."""
+    import numpy as np
+    from alembic import command
+    from PIL import Image
+
+    from difpy_index import near
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(3)
+    for p in range(3):
+        base = np.kron(rng.uniform(0, 200, (8, 8, 3)), np.ones((12, 12, 1)))
+        base = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(base).save(imgs / f"{p}a.png")
+        Image.fromarray(base[:, ::-1]).save(imgs / f"{p}b.png")
+    path = tmp_path / "cat.sqlite"
+    with Index.open(path) as idx:
+        idx.update([imgs], processes=1)
+        before = idx.search(similarity="near").groups
+    engine = make_engine(path)
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0006")  # type: ignore[arg-type]
+    engine.dispose()
+    conn = sqlite3.connect(path)
+    for fid, data in conn.execute("SELECT file_id, data FROM tensors").fetchall():
+        t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
+        old = (np.ascontiguousarray(near.lumas(t)[0], dtype="<f4").tobytes()
+               + np.ascontiguousarray(near.fine_features(t)[0], dtype="<f4").tobytes())
+        conn.execute("UPDATE tensors SET near = ?, near_version = 'near-3' WHERE file_id = ?",
+                     (old, fid))
+    conn.commit()
+    conn.close()
+    assert migrate.inspect_file(path) == "0006"
+    saved = {p: p.read_bytes() for p in imgs.iterdir()}
+    for p in saved:
+        p.write_bytes(b"")
+    with Index.open(path) as idx:
+        assert idx.status()["schema"] == migrate.HEAD == "0007"
+    for p, data in saved.items():
+        p.write_bytes(data)
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT data, near, near_version FROM tensors").fetchall()
+    conn.close()
+    assert len(rows) == 6
+    for data, blob, version in rows:
+        t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
+        assert version == near.NEAR_VERSION == "near-4"
+        assert blob == near.blob_of(t[0])
+        extra = near.unpack([blob], 50)[2]
+        assert np.array_equal(extra, near.search_features(t))
+    with Index.open(path) as idx:
+        after = idx.search(similarity="near").groups
+    assert after == before and len(after) == 3

@@ -447,6 +447,24 @@ def test_lazy_claiming_equals_eager(seed: int, n: int, wave: int, same_dim: bool
     assert got == want
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 40), barred=st.booleans(),
+       same_dim=st.booleans())
+def test_stored_search_features_give_the_same_groups(seed: int, n: int, barred: bool,
+                                                     same_dim: bool) -> None:
+    """A search that reads the stored features (float32, as the catalog keeps them) finds
+    the groups of one that computes everything from the tensors: the joins' slack covers
+    the rounding, and every decision is made on full vectors or integers."""
+    t = (barred_tensors if barred else clustered_tensors)(seed, n)
+    rng = np.random.default_rng(seed)
+    w = rng.choice([40, 60], n) if same_dim else np.full(n, 50)
+    sizes = rng.integers(1000, 10**6, n)
+    paths = [b"/s/%03d.png" % i for i in range(n)]
+    args = (t, w, np.full(n, 50), sizes, paths, same_dim)
+    stored = near.stored_features([near.blob_of(x) for x in t], t)
+    assert near.search(*args, stored=stored) == near.search(*args)
+
+
 def test_clustered_tensors_are_dense() -> None:
     """The corpus of ``test_lazy_claiming_equals_eager`` has what it is for: big groups
     whose members match by both rules, pictures that join through a member, and MSE
@@ -563,7 +581,7 @@ def test_update_stores_features_and_search_reads_them(tmp_path: Path) -> None:
     for _, data, blob, version in rows:
         t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
         assert version == near.NEAR_VERSION
-        assert blob == near.pack(near.lumas(t)[0], near.fine_features(t)[0])
+        assert blob == near.blob_of(t[0])
     first = groups()
     assert len(first) == 4
     # stale and missing features: the search computes them from the tensors instead
@@ -577,13 +595,13 @@ def test_update_stores_features_and_search_reads_them(tmp_path: Path) -> None:
 def test_batch_features_equal_one_at_a_time():
     """Decode workers make the stored features a task at a time; a file's features must
     not depend on which files shared its task (results never depend on scan order)."""
-    from difpy_index.near import batch_blobs, fine_features, lumas, pack
+    from difpy_index.near import batch_blobs, fine_features, lumas, pack, search_features
 
     def one_at_a_time(tensors: dict[int, bytes]) -> dict[int, bytes]:
         out = {}
         for px, b in tensors.items():
             t = np.frombuffer(b, dtype=np.uint8).reshape(1, px, px, 3)
-            out[px] = pack(lumas(t)[0], fine_features(t)[0])
+            out[px] = pack(lumas(t)[0], fine_features(t)[0], search_features(t)[0])
         return out
 
     rng = np.random.default_rng(7)

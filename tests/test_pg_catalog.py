@@ -255,8 +255,9 @@ def test_pg_near_reads_stored_features(pg_url: str, library, tmp_path: Path) -> 
         blobs = idx._catalog.near_blobs(meta.ids, 50, idx.search_recipe(50))
         assert blobs and all(b is not None for b in blobs)
         tensors = idx._catalog.tensor_loader(50, idx.search_recipe(50))(meta.ids)
-        lum, fine = near.stored_features(blobs, tensors)
+        lum, fine, extra = near.stored_features(blobs, tensors)
         assert np.array_equal(lum, near.lumas(tensors))
         assert np.array_equal(fine, near.fine_features(tensors))
+        assert np.array_equal(extra, near.search_features(tensors))
         got, want = idx.search(similarity="near"), lite.search(similarity="near")
     assert got.groups == want.groups

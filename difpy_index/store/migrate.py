@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Every revision this code knows, oldest first. A test checks it against migrations/.
-REVISIONS = ("0001", "0002", "0003", "0005", "0004", "0006")
+REVISIONS = ("0001", "0002", "0003", "0005", "0004", "0006", "0007")
 HEAD = REVISIONS[-1]
 
 
@@ -74,7 +74,7 @@ def backfill_tensors(
 def refill_near(conn: Connection) -> None:
     """Every tensor row's ``near`` features, made again from its stored tensor
     (``near.batch_blobs``, at the current ``near.NEAR_VERSION``): what the migrations that
-    add or change those features (0004, 0006) do to the rows already there."""
+    add or change those features (0004, 0006, 0007) do to the rows already there."""
     import sqlalchemy as sa
 
     from .. import near

@@ -307,7 +307,7 @@ def speed(sizes: list[int], repeat: int = 3, textured: bool = True) -> None:
     for n in sizes:
         t, w, h, sz = speed_tensors(n, textured=textured)
         paths = [b"/speed/%07d.jpg" % i for i in range(n)]
-        stored = (near.lumas(t), near.fine_features(t))
+        stored = near.stored_of(t)
         runs: list[list[tuple[float, float]]] = [[], [], []]
         for _ in range(repeat):
             for k in range(3):
