@@ -345,7 +345,7 @@ def feature_cost(roots: list[Path], rounds: int = 3) -> None:
         near.lumas(np.frombuffer(b"".join(ts), np.uint8).reshape(len(ts), 50, 50, 3))
 
     kinds = {"no features": None, "lumas only": lumas_only,
-             "lumas + fine (stored now)": decode.with_near}
+             "everything stored now (lumas, fine, search)": decode.with_near}
     got: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(rounds):
         for name, extra in kinds.items():
