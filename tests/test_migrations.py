@@ -282,6 +282,32 @@ def test_schema_0004_fills_near_features_of_an_older_catalog(tmp_path: Path) -> 
     assert all(m.measure == "correlation" and m.mirror for g in result.groups for m in g.members)
 
 
+def upgrade_without_files(path: Path, imgs: Path) -> int:
+    """Open (so upgrade) the catalog at ``path`` with every image of ``imgs`` emptied, so
+    that nothing can be decoded again, then check that every tensor row holds the current
+    ``near`` blob made from its stored tensor alone. Returns the number of rows."""
+    import numpy as np
+
+    from difpy_index import near
+
+    saved = {p: p.read_bytes() for p in imgs.iterdir()}
+    for p in saved:
+        p.write_bytes(b"")
+    with Index.open(path) as idx:
+        assert idx.status()["schema"] == migrate.HEAD
+    for p, data in saved.items():
+        p.write_bytes(data)
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT px_size, data, near, near_version FROM tensors").fetchall()
+    conn.close()
+    for px, data, blob, version in rows:
+        t = np.frombuffer(data, np.uint8).reshape(1, px, px, 3)
+        assert version == near.NEAR_VERSION == "near-4"
+        assert blob == near.blob_of(t[0])
+        assert np.array_equal(near.unpack([blob], px)[2], near.search_features(t))
+    return len(rows)
+
+
 def test_schema_0006_refills_near_features_with_the_fine_rules(tmp_path: Path) -> None:
     """A catalog whose ``near`` blobs are of the earlier layout (``lumas`` only, near-2) at
     schema 0004 gets every row refilled on upgrade, from its stored tensor (no file is read:
@@ -314,21 +340,7 @@ def test_schema_0006_refills_near_features_with_the_fine_rules(tmp_path: Path) -
     conn.commit()
     conn.close()
     assert migrate.inspect_file(path) == "0004"
-    saved = {p: p.read_bytes() for p in imgs.iterdir()}
-    for p in saved:
-        p.write_bytes(b"")
-    with Index.open(path) as idx:
-        assert idx.status()["schema"] == migrate.HEAD
-    for p, data in saved.items():
-        p.write_bytes(data)
-    conn = sqlite3.connect(path)
-    rows = conn.execute("SELECT data, near, near_version FROM tensors").fetchall()
-    conn.close()
-    assert len(rows) == 2
-    for data, blob, version in rows:
-        t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
-        assert version == near.NEAR_VERSION == "near-4"
-        assert blob == near.blob_of(t[0])
+    assert upgrade_without_files(path, imgs) == 2
     with Index.open(path) as idx:
         result = idx.search(similarity="near")
     assert [(g.key.endswith("pic.png"), [m.measure for m in g.members]) for g in result.groups] \
@@ -372,23 +384,8 @@ def test_schema_0007_stores_what_a_near_search_computed(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     assert migrate.inspect_file(path) == "0006"
-    saved = {p: p.read_bytes() for p in imgs.iterdir()}
-    for p in saved:
-        p.write_bytes(b"")
-    with Index.open(path) as idx:
-        assert idx.status()["schema"] == migrate.HEAD == "0007"
-    for p, data in saved.items():
-        p.write_bytes(data)
-    conn = sqlite3.connect(path)
-    rows = conn.execute("SELECT data, near, near_version FROM tensors").fetchall()
-    conn.close()
-    assert len(rows) == 6
-    for data, blob, version in rows:
-        t = np.frombuffer(data, np.uint8).reshape(1, 50, 50, 3)
-        assert version == near.NEAR_VERSION == "near-4"
-        assert blob == near.blob_of(t[0])
-        extra = near.unpack([blob], 50)[2]
-        assert np.array_equal(extra, near.search_features(t))
+    assert migrate.HEAD == "0007"
+    assert upgrade_without_files(path, imgs) == 6
     with Index.open(path) as idx:
         after = idx.search(similarity="near").groups
     assert after == before and len(after) == 3
