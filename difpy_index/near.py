@@ -19,8 +19,9 @@ A pair matches under ``near`` when
   tone edits that change what the border trimming sees, so the trimmed pictures no
   longer line up. Only pairs with a trimmed picture are compared.
 
-Features come from the cached 50 px tensor alone (``lumas`` and ``fine_features``; the
-catalog stores them per image, so a search only reads them): uniform borders (letterbox bars, screenshot margins)
+Features come from the cached 50 px tensor alone (``lumas``, ``fine_features`` and what a
+search makes of them, ``search_features``; the catalog stores all three per image, so a
+search only reads them): uniform borders (letterbox bars, screenshot margins)
 are trimmed on luma, and the rest is area-resampled to ``SIDE x SIDE`` luma three times:
 the whole trimmed picture and its central ``CROPS`` shares (so a copy whose borders were
 cropped meets its original's centre).
@@ -53,8 +54,9 @@ from .params import NEAR_THRESHOLD
 __all__ = ["MEASURES", "NEAR_VERSION", "NearGroup", "NearMember", "features", "find_groups", "orient",
            "pair_scores", "search"]
 
-#: Bumped whenever the stored features (``lumas``, ``fine_features``, ``search_features``) change: the catalog
-#: keeps it beside them, and a search computes rows of another version again.
+#: Bumped whenever the stored features (``lumas``, ``fine_features``, ``search_features``)
+#: change: the catalog keeps it beside them, and a search computes rows of another version
+#: again.
 NEAR_VERSION = "near-4"
 #: Resampled luma side, the crop variant's share, and the border trimming parameters.
 SIDE = 16
