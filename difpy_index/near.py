@@ -133,15 +133,7 @@ class Features:
     def vectors(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(c, V, D) float64 standardised luma (mean 0, RMS 1) and detail (luma minus its
         best quadratic surface, RMS 1) of ``rows``."""
-        r = np.array(self.stored[rows], dtype=np.float64)
-        d = r.shape[-1]
-        q = _smooth_basis(SIDE)
-        detail = ((r.reshape(-1, d) @ q) @ q.T).reshape(r.shape)
-        np.subtract(r, detail, out=detail)
-        detail, _ = _standardise(detail)
-        r -= r.mean(axis=2, keepdims=True)
-        full, _ = _standardise(r)
-        return full, detail
+        return _full_and_detail(np.array(self.stored[rows], dtype=np.float64))
 
     def coarse(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """(c, V, m, m) coarse projections (``_coarse``) of ``rows``' standardised luma and
@@ -244,6 +236,17 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, rms
 
 
+def _full_and_detail(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., D) float64 square pictures, flattened -> their standardised luma (mean 0, RMS
+    1) and detail (minus the best quadratic surface, RMS 1): what both correlation rules
+    compare, on the 16 px variants and on the whole tensors."""
+    d = x.shape[-1]
+    q = _smooth_basis(math.isqrt(d))
+    detail, _ = _standardise(x - ((x.reshape(-1, d) @ q) @ q.T).reshape(x.shape))
+    full, _ = _standardise(x - x.mean(axis=-1, keepdims=True))
+    return full, detail
+
+
 def _luma_boxes(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(c, px, px) luma of a chunk of tensors (``_luma``) and its ``trim_boxes``: what both
     stored features start from, made once for both."""
@@ -343,7 +346,7 @@ def _extra_width(px: int) -> int:
     from .match import _segments
 
     m = len(_segments(px, _MSE_GRID)) - 1
-    return 2 * (1 + len(CROPS)) * _corr_width() + 2 + m * m * 3 + 2
+    return _corr_stored() + m * m * 3 + 2
 
 
 def pack(lum: np.ndarray, fine: np.ndarray, extra: np.ndarray) -> bytes:
@@ -386,9 +389,9 @@ def blob_of(tensor: np.ndarray) -> bytes:
 def stored_features(blobs: list[bytes | None], tensors: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(n, V, D) ``lumas``, (n, F + 2) ``fine_features`` and (n, E) ``search_features``
-    from the catalog's blobs (None: missing or of another version), the missing ones (and
-    rows whose MSE sums could not be stored exactly) computed from ``tensors`` (aligned
-    with ``blobs``)."""
+    from the catalog's blobs (None: missing or of another version), the missing ones
+    computed from ``tensors`` (aligned with ``blobs``). MSE sums too large to store
+    exactly stay NaN: ``search`` then makes them from the tensors."""
     px = tensors.shape[1]
     out = np.empty((len(blobs), 1 + len(CROPS), SIDE * SIDE), dtype=np.float32)
     fine = np.empty((len(blobs), _fine_width() + 2), dtype=np.float32)
@@ -397,7 +400,6 @@ def stored_features(blobs: list[bytes | None], tensors: np.ndarray
     idx = np.flatnonzero(have)
     if len(idx):
         out[idx], fine[idx], extra[idx] = unpack([blobs[i] for i in idx], px)  # type: ignore[misc]
-        have[idx[np.isnan(extra[idx, -1])]] = False
     miss = np.flatnonzero(~have)
     for c0 in range(0, len(miss), _CHUNK):
         part = miss[c0 : c0 + _CHUNK]
@@ -897,11 +899,7 @@ def _fine_vectors(tensors: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np
     """Per row: the tensor's luma standardised (mean 0, RMS 1) and its detail (luma minus
     its best quadratic surface) standardised, both (c, px * px) over the whole untrimmed
     picture."""
-    lum = _luma(tensors, rows)
-    q = _smooth_basis(tensors.shape[1])
-    flat, _ = _standardise(lum - lum.mean(axis=1, keepdims=True))
-    detail, _ = _standardise(lum - (lum @ q) @ q.T)
-    return flat, detail
+    return _full_and_detail(_luma(tensors, rows))
 
 
 @cache
