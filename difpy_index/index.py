@@ -600,14 +600,7 @@ class Index:
                 found: Sequence[match.Group | near.NearGroup]
                 if use_near:
                     if near_input is None:  # once for every folder of in_folder
-                        if isinstance(data, SearchMeta):
-                            tensors = self._catalog.tensor_loader(sp.px_size, recipe)(data.ids)
-                            blobs = self._catalog.near_blobs(data.ids, sp.px_size, recipe)
-                        else:
-                            tensors = data.tensors
-                            blobs = (data.near if data.near is not None
-                                     else [None] * len(data.paths))
-                        near_input = (tensors, near.stored_features(blobs, tensors))
+                        near_input = self._near_input(data, sp.px_size, recipe)
                     found = near.search(
                         near_input[0], data.widths, data.heights, data.sizes, data.paths,
                         same_dim=sp.same_dim, subset=subset, order=order, protected=is_ref,
@@ -750,7 +743,25 @@ class Index:
         if unreachable:
             data = data.take(np.flatnonzero(~_under_any(data.paths, unreachable)))
         known = set(data.paths)
+        orient = _orientation_of(data)
         out: list[QueryMatch] = []
+        if is_near(similarity) and sp.rotate:  # the preset's three rules (docs/quality.md)
+            from . import near
+
+            tensors, stored = self._near_input(data, px_size, recipe)
+            dims = np.stack([np.asarray(data.widths), np.asarray(data.heights)], axis=1)
+            for real, q, w, h in queries:
+                rows = (np.flatnonzero((dims[:, 0] == w) & (dims[:, 1] == h)) if sp.same_dim
+                        else np.arange(len(data.paths)))
+                members = tuple(
+                    MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation),
+                               mirror=m.mirror, measure=m.measure, value=float(m.value),
+                               orientation=orient(m.index))
+                    for m in near.query(q, tensors, rows, stored)
+                    if data.paths[m.index] != real
+                )
+                out.append(QueryMatch(display(real), real in known, members))
+            return out
         for real, q, w, h in queries:
             if isinstance(data, SearchMeta):
                 found = _query_banded(self._catalog.tensor_loader(px_size, recipe), data,
@@ -761,7 +772,6 @@ class Index:
                     data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
                     same_dim=sp.same_dim,
                 )[0]
-            orient = _orientation_of(data)
             members = tuple(
                 MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation),
                            orientation=orient(m.index))
@@ -770,6 +780,20 @@ class Index:
             )
             out.append(QueryMatch(display(real), real in known, members))
         return out
+
+    def _near_input(self, data: SearchInput | SearchMeta, px_size: int, recipe: str,
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every row's tensor and ``near`` features (the catalog's; missing ones computed)."""
+        from . import near
+        from .store.catalog import SearchMeta
+
+        if isinstance(data, SearchMeta):
+            tensors = self._catalog.tensor_loader(px_size, recipe)(data.ids)
+            blobs = self._catalog.near_blobs(data.ids, px_size, recipe)
+        else:
+            tensors = data.tensors
+            blobs = data.near if data.near is not None else [None] * len(data.paths)
+        return tensors, near.stored_features(blobs, tensors)
 
     # -- watch --------------------------------------------------------------------------
     def watch(self, dirs: PathLike | Iterable[PathLike], **kwargs: Any) -> Watcher:

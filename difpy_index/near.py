@@ -1020,6 +1020,74 @@ def search(
     return out
 
 
+def query(
+    picture: np.ndarray,
+    tensors: np.ndarray,
+    rows: np.ndarray,
+    stored: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> list[NearMember]:
+    """Every row of ``tensors`` among ``rows`` that matches ``picture`` ((1, px, px, 3),
+    indexed or not) by one of the preset's rules, by (mse, row): what ``search`` would
+    give a key that claims first (no claiming among the rows, no one-hop join). Each
+    member's rotation and mirror bring it onto the picture. ``stored``: every row's
+    ``stored_features`` (the catalog's), else computed here.
+
+    The rules' invariants pick, row by row, a superset of the rows that can match; only
+    those and the picture are then matched as ``find_groups`` matches a search, the
+    picture ranked first, so the answer is the search's, not an approximation of it."""
+    from .match import match_against
+
+    rows = np.asarray(rows, dtype=np.intp)
+    if len(rows) == 0:
+        return []
+    d = picture.shape[1] ** 2
+    mine = (tuple(np.asarray(x)[rows] for x in stored) if stored is not None
+            else stored_features([None] * len(rows), np.asarray(tensors[rows])))
+    theirs = stored_of(picture)
+    maybe = np.zeros(len(rows), dtype=bool)
+    # the MSE rule: exact already (``match_against``), the same rows as the search's
+    ones = np.ones(1, dtype=np.int64)
+    for m in match_against(picture, ones, ones, np.asarray(tensors[rows]),
+                           np.ones(len(rows), dtype=np.int64),
+                           np.ones(len(rows), dtype=np.int64), NEAR_THRESHOLD)[0]:
+        maybe[m.index] = True
+    # the correlation rule: ``candidate_pairs``' test, one picture against every row
+    cw = _corr_stored()
+    fr = features(None, None, mine[0], mine[2][:, :cw])
+    fq = features(None, None, theirs[0], theirs[2][:, :cw])
+    if fq.eligible[0]:
+        for va, vb in COMBOS:
+            df = fr.efull[:, va] - fq.efull[0, vb]
+            dd = fr.edetail[:, va] - fq.edetail[0, vb]
+            maybe |= (fr.eligible & (np.einsum("ij,ij->i", df, df) <= _SLACK**2)
+                      & (np.einsum("ij,ij->i", dd, dd) <= _SLACK**2))
+    # the fine rule: ``fine_candidates``' test
+    lim = math.sqrt(2 * d * (1 - MIN_FINE_CORR) + 1e-6 * d)
+    fine_r, fine_q = np.asarray(mine[1], dtype=np.float64), np.asarray(theirs[1], dtype=np.float64)
+    if fine_q[0, -2] > 0.5:
+        gap = (fine_r[:, :-2] - fine_q[0, :-2]) / lim
+        maybe |= ((fine_r[:, -2] > 0.5) & ((fine_r[:, -1] > 0.5) | (fine_q[0, -1] > 0.5))
+                  & (np.einsum("ij,ij->i", gap, gap) <= (1.0 + 1e-5) ** 2))
+    pick = np.flatnonzero(maybe)
+    if len(pick) == 0:
+        return []
+    n = len(pick) + 1
+    few = np.concatenate([np.asarray(tensors[rows[pick]]), picture])
+    few_stored = tuple(np.concatenate([x[pick], y]) for x, y in zip(mine, theirs, strict=True))
+    local = np.arange(n)
+    rank = np.r_[np.arange(1, n), 0]  # the picture claims first
+    cands = mse_candidates(few, local, NEAR_THRESHOLD)
+    out = []
+    for key, members in find_groups(few, rank, local, np.zeros(n, dtype=bool), None, cands,
+                                    few_stored):
+        if key != n - 1:
+            continue
+        out = [NearMember(int(rows[pick[m.index]]), m.mse, m.rotation, m.mirror, m.measure,
+                          m.value) for m in members if m.via is None]
+    out.sort(key=lambda m: (m.mse, m.index))
+    return out
+
+
 def find_groups(
     tensors: np.ndarray,
     rank: np.ndarray,

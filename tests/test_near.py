@@ -470,6 +470,79 @@ def test_stored_search_features_give_the_same_groups(seed: int, n: int, barred: 
     assert near.search(*args, stored=(lum, fine, extra)) == want
 
 
+def pair_rules(x: np.ndarray, y: np.ndarray) -> list[str]:
+    """The rules under which two tensors match, each from its brute force above."""
+    both = np.stack([x, y])
+    got = []
+    if mse_exact(x, y, True)[0] <= near.NEAR_THRESHOLD:
+        got.append("mse")
+    if brute_force(near.features(both)):
+        got.append("correlation")
+    if fine_brute_force(both, np.arange(2), None):
+        got.append("fine")
+    return got
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 30), barred=st.booleans(),
+       stored=st.booleans())
+def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, barred: bool,
+                                                      stored: bool) -> None:
+    """``near.query`` (one picture against the catalog's rows) names exactly the rows that
+    match the picture by one of the three rules, each with the first rule that matched,
+    and says what a search over the rows and the picture, the picture ranked first, says
+    of its direct members (rotation, mirror, value)."""
+    t = (barred_tensors if barred else clustered_tensors)(seed, n)
+    rng = np.random.default_rng(seed)
+    pick = int(rng.integers(n))
+    rows = np.setdiff1d(rng.permutation(n)[: max(1, n - 2)], [pick])
+    feats = near.stored_features([near.blob_of(x) for x in t], t) if stored else None
+    got = near.query(t[pick : pick + 1], t, rows, feats)
+    want = {int(j): r for j in rows if (r := pair_rules(t[pick], t[j]))}
+    assert {m.index for m in got} == set(want)
+    assert [(m.mse, m.index) for m in got] == sorted((m.mse, m.index) for m in got)
+    for m in got:
+        assert m.measure == want[m.index][0]
+        assert m.mse == mse_exact(t[pick], t[m.index], True)[0]
+    paths = [b"/q/%03d.png" % i for i in range(n)]
+    groups = near.search(t, np.full(n, 50), np.full(n, 50), np.ones(n), paths,
+                         subset=np.r_[rows, pick], stored=feats,
+                         order=np.r_[pick, np.setdiff1d(np.arange(n), [pick])])
+    direct = {m.index: m for g in groups if g.key == pick for m in g.members if m.via is None}
+    assert direct.keys() == {m.index for m in got}
+    for m in got:  # the values are float64 sums, of other batches: the last bit may differ
+        d = direct[m.index]
+        assert (m.mse, m.rotation, m.mirror, m.measure) == (d.mse, d.rotation, d.mirror, d.measure)
+        assert m.value == pytest.approx(d.value, rel=1e-12)
+
+
+def test_query_near_finds_a_mirrored_brighter_copy(tmp_path: Path) -> None:
+    """``query -s near`` on real files: a picture outside the catalog finds its mirrored,
+    brightened copy (MSE far above the threshold) by correlation, and ``--json`` says so;
+    ``similar`` does not find it."""
+    import json
+
+    from conftest import Cli
+    from PIL import Image
+
+    pic = related_tensors(3, 1)[0]
+    (tmp_path / "lib").mkdir()
+    copy = np.clip(pic[:, ::-1].astype(np.float64) * 1.2 + 10, 0, 255).astype(np.uint8)
+    Image.fromarray(copy).save(tmp_path / "lib" / "copy.png")
+    Image.fromarray(pic).save(tmp_path / "pic.png")
+    cli = Cli(tmp_path / "cat.sqlite")
+    assert cli("update", tmp_path / "lib").exit_code == 0
+    res = cli("query", tmp_path / "pic.png", "-s", "near", "--json")
+    assert res.exit_code == 0, res.stderr
+    [q] = json.loads(res.stdout)["queries"]
+    [detail] = q["details"]
+    assert Path(detail["path"]).name == "copy.png"
+    assert (detail["measure"], detail["mirror"], detail["rotation"]) == ("correlation", True, 0)
+    assert detail["value"] >= near.MIN_DETAIL_CORR and detail["mse"] > near.NEAR_THRESHOLD
+    res = cli("query", tmp_path / "pic.png", "-s", "similar", "--json")
+    assert json.loads(res.stdout)["queries"][0]["matches"] == []
+
+
 def test_clustered_tensors_are_dense() -> None:
     """The corpus of ``test_lazy_claiming_equals_eager`` has what it is for: big groups
     whose members match by both rules, pictures that join through a member, and MSE
