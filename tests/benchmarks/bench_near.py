@@ -249,9 +249,11 @@ def calibrate(root: Path, manifest: corpus.Manifest, workdir: Path, tag: str) ->
               f"(MIN_FINE_CORR keeps {(best[same & one] >= near.MIN_FINE_CORR).mean():.3f})")
 
 
-def speed_tensors(n: int, seed: int = 0, textured: bool = True) -> tuple[np.ndarray, ...]:
+def speed_tensors(n: int, seed: int = 0, textured: bool = True, origin: list | None = None,
+                  ) -> tuple[np.ndarray, ...]:
     """``n`` 50 px tensors of distinct pictures (random windows of the photographs), a
     tenth of them planted edits of another (mirror, rotation, tone), with dims and sizes.
+    ``origin``, if given, receives per picture (its window's picture, photograph, box).
 
     ``textured``: every window passes the quality corpus's test of a distinct picture
     (``near_corpus._textured``: not flat, not mostly black, fine detail), as its bases do;
@@ -267,7 +269,10 @@ def speed_tensors(n: int, seed: int = 0, textured: bool = True) -> tuple[np.ndar
     out = np.empty((n, 50, 50, 3), dtype=np.uint8)
     for i in range(n):
         if i and rng.random() < 0.1:
-            src = Image.fromarray(out[int(rng.integers(i))])
+            j = int(rng.integers(i))
+            if origin is not None:
+                origin.append(origin[j])
+            src = Image.fromarray(out[j])
             src = ImageOps.mirror(src) if rng.random() < 0.5 else src.rotate(90)
             out[i] = np.clip(np.asarray(src, dtype=np.float64) * rng.uniform(0.8, 1.2), 0, 255)
             continue
@@ -281,6 +286,8 @@ def speed_tensors(n: int, seed: int = 0, textured: bool = True) -> tuple[np.ndar
             if not textured or near_corpus._textured(greys[k], box):
                 break
         out[i] = np.asarray(photos[k].resize((50, 50), Image.Resampling.BICUBIC, box=box))
+        if origin is not None:
+            origin.append((i, k, box))
     # most photos come in a few camera sizes (same_dim compares those), the rest vary
     common = np.array([(4000, 3000), (4032, 3024), (3000, 4000), (1920, 1080), (1600, 1200)])
     pick = rng.integers(len(common), size=n)
@@ -360,6 +367,43 @@ def feature_cost(roots: list[Path], rounds: int = 3) -> None:
         print(f"| {name} | " + " | ".join(f"{x:.2f}" for x in ms) + " |")
 
 
+def trim_limit(n: int, limit: float) -> None:
+    """Fine-rule pairs of the speed corpus (``n`` pictures) with exactly one trimmed
+    picture that a lower detail limit would accept although neither is an edit of the
+    other: the evidence on whether such pairs can have a limit of their own
+    (docs/quality.md, "the saturation pair")."""
+    from difpy_index import near
+
+    origin: list = []
+    t = speed_tensors(n, origin=origin)[0]
+    names = [name for name, _, _ in near_corpus.photos(True)]
+    fine = np.concatenate([near.fine_features(t[c0 : c0 + 512]) for c0 in range(0, n, 512)])
+    trimmed = fine[:, -1] > 0.5
+    old = near.MIN_FINE_CORR
+    near.MIN_FINE_CORR = limit
+    try:
+        ia, ib, _, value = near.fine_pairs(t, np.arange(n), None, fine)
+    finally:
+        near.MIN_FINE_CORR = old
+
+    def overlap(a: tuple, b: tuple) -> float:  # intersection over union of two boxes
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+        return w * h / (area - w * h)
+
+    print(f"\n## pairs with one trimmed picture at detail limit {limit} ({n} windows, "
+          f"{int(trimmed.sum())} trimmed; the fine rule's own limit is {old})")
+    print("| detail correlation | photograph | other photograph | window overlap (IoU) |")
+    print("|---|---|---|---|")
+    for a, b, v in sorted(zip(ia, ib, value, strict=True), key=lambda x: x[2]):
+        (wa, ka, ba), (wb, kb, bb) = origin[a], origin[b]
+        if wa == wb or trimmed[a] == trimmed[b]:
+            continue  # an edit of the same window, or not a one-trimmed pair
+        share = overlap(ba, bb) if ka == kb else 0.0
+        print(f"| {v:.4f} | {names[ka]} | {names[kb]} | {share:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[2])
@@ -377,6 +421,9 @@ def main() -> None:
                     help="only time the engines on this many distinct pictures (e.g. 4000 16000)")
     ap.add_argument("--flat-windows", action="store_true",
                     help="--speed: allow flat windows (sky, wall) in the speed corpus, as before")
+    ap.add_argument("--trim-limit", type=float, default=None, metavar="LIMIT",
+                    help="only list the speed corpus's non-edit pairs with one trimmed picture "
+                         "that this fine-rule detail limit would accept (--speed N: its size)")
     ap.add_argument("--feature-cost", action="store_true",
                     help="only measure what the stored features add to decoding the corpora")
     a = ap.parse_args()
@@ -384,6 +431,9 @@ def main() -> None:
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="difpy-near-"))
     workdir.mkdir(parents=True, exist_ok=True)
     procs = a.processes or os.cpu_count() or 1
+    if a.trim_limit is not None:
+        trim_limit((a.speed or [16000])[0], a.trim_limit)
+        return
     if a.speed is not None:
         speed(a.speed or [4000, 16000], textured=not a.flat_windows)
         return
