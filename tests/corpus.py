@@ -7,7 +7,8 @@ A corpus is a folder of image files whose duplicate structure is known exactly:
   scikit-learn and matplotlib ship in their wheels (a random crop and rescale of one photo,
   part of a second one blended in, a per-image light field, a tiled texture and a tone
   curve), so a handful of seed photos yields thousands of pictures that are not
-  near-duplicates of each other;
+  near-duplicates of each other (no two frame one photo within :data:`SAME_FRAMING`
+  without a second photo showing through one of them);
 * **planted edits** of some bases, made from the decoded base file as a user would:
   ``copy`` (byte copy), ``reencode`` (JPEG at another quality), ``format`` (PNG, WEBP, BMP
   or JPEG), ``resize``, ``rotate`` (90/180/270), ``noise`` (small Gaussian noise) and
@@ -92,6 +93,11 @@ SHOT_SHARE = 0.12
 SHOT_MOVE = (0.15, 0.25)
 SHOT_ZOOM = (0.0, 0.15)
 SCENE_MARGIN = 1.5
+#: Two bases that frame one photograph this alike (intersection over union of the
+#: windows), neither with a second photo showing through, are one picture to a measure
+#: blind to tone and colour (``-s near``: a crop of a few per cent, a tint and a texture):
+#: the later one is composed again from another random stream (:func:`_distinct`).
+SAME_FRAMING = 0.9
 
 FOLDERS = (
     "", "camera", "camera/2019", "camera/2019/holiday", "phone/DCIM", "phone/DCIM/burst",
@@ -224,15 +230,17 @@ def _photos() -> list[tuple[str, np.ndarray]]:
 
 
 # --------------------------------------------------------------------------- bases
-def _crop_resized(src: np.ndarray, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
-    """A random window of ``src`` with aspect w/h (35-100 % of the largest), resized to w x h."""
-    sh, sw = src.shape[:2]
+def _window(shape: tuple[int, ...], w: int, h: int, rng: np.random.Generator
+            ) -> tuple[float, float, float, float]:
+    """A random window (x0, y0, x1, y1) of a photo of ``shape`` with aspect w/h, 35-100 % of
+    the largest."""
+    sh, sw = shape[:2]
     aspect = w / h
     full_w, full_h = (sh * aspect, sh) if sw / sh > aspect else (sw, sw / aspect)
     scale = rng.uniform(0.35, 1.0)
     cw, ch = full_w * scale, full_h * scale
     x0, y0 = rng.uniform(0, sw - cw), rng.uniform(0, sh - ch)
-    return _resample(src, (x0, y0, x0 + cw, y0 + ch), w, h)
+    return (x0, y0, x0 + cw, y0 + ch)
 
 
 def _resample(src: np.ndarray, box: tuple[float, float, float, float], w: int, h: int) -> np.ndarray:
@@ -245,12 +253,21 @@ def _resample(src: np.ndarray, box: tuple[float, float, float, float], w: int, h
     return out[0] if src.ndim == 2 else np.stack(out, axis=-1)
 
 
-def _colourise(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A grey photo mapped onto a random dark-to-light colour ramp."""
+def _ramp(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random dark-to-light colour ramp for a grey photo."""
     dark = rng.uniform(0, 90, 3).astype(np.float32)
     light = rng.uniform(160, 255, 3).astype(np.float32)
-    t = grey[..., None] / 255.0
-    return dark + t * (light - dark)
+    return dark, light
+
+
+def _layer(src: np.ndarray, box: tuple[float, float, float, float],
+           ramp: tuple[np.ndarray, np.ndarray] | None, w: int, h: int) -> np.ndarray:
+    """``box`` of ``src`` resized to w x h, a grey photo mapped onto its colour ``ramp``."""
+    layer = _resample(src, box, w, h)
+    if ramp is None:
+        return layer
+    dark, light = ramp
+    return dark + layer[..., None] / 255.0 * (light - dark)
 
 
 def _smooth_field(w: int, h: int, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
@@ -264,17 +281,19 @@ def _smooth_field(w: int, h: int, rng: np.random.Generator, lo: float, hi: float
 
 
 def base_array(seed: int, base: int, w: int, h: int, *, scene: int | None = None,
-               shot: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> np.ndarray:
+               shot: tuple[float, float, float] = (1.0, 0.0, 0.0), redraw: int = 0,
+               ) -> np.ndarray:
     """uint8 (h, w, 3): the picture of base ``base``; a pure function of its arguments.
 
     With ``scene`` (a base id), the picture is one shot of that base's scene, composed on a
     canvas :data:`SCENE_MARGIN` times as large: ``shot`` = (zoom, dx, dy) frames a window
     ``zoom`` times the picture size, centred and moved by (dx, dy) picture sizes, as a second
     shot of the same scene (the camera panned and zoomed) would. Such shots are unrelated by
-    the ground truth, and nearer to each other than most unrelated pictures.
+    the ground truth, and nearer to each other than most unrelated pictures. ``redraw``
+    (:func:`_distinct`) composes it from another random stream.
     """
     if scene is None:
-        img = _compose(np.random.default_rng([seed, base, 1]), w, h)
+        img = _compose(np.random.default_rng(_stream(seed, base, redraw)), w, h)
     else:
         cw, ch = round(w * SCENE_MARGIN), round(h * SCENE_MARGIN)
         canvas = _compose(np.random.default_rng([seed, scene, 1]), cw, ch)
@@ -286,25 +305,40 @@ def base_array(seed: int, base: int, w: int, h: int, *, scene: int | None = None
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def _stream(seed: int, base: int, redraw: int) -> list[int]:
+    """The random stream a base is composed from (another one for each ``redraw``)."""
+    return [seed, base, 1] if redraw == 0 else [seed, base, 1, redraw]
+
+
+def _main_layer(rng: np.random.Generator, w: int, h: int
+                ) -> tuple[int, tuple[float, float, float, float], Any, bool, bool]:
+    """The first draws of a composed picture: its photograph, the window of it, the colour
+    ramp (grey photos), whether it is mirrored and whether a second photo shows through.
+    One function for :func:`_compose` and :func:`_distinct`."""
+    photos = _photos()
+    first = int(rng.choice([i for i, (k, _) in enumerate(photos) if k != "texture"]))
+    kind, arr = photos[first]
+    box = _window(arr.shape, w, h, rng)
+    ramp = _ramp(rng) if kind == "gray" else None
+    return first, box, ramp, bool(rng.random() < 0.5), bool(rng.random() < 0.7)
+
+
 def _compose(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """float32 (h, w, 3) in [0, 255]: one picture composed from the seed photos."""
     photos = _photos()
     pictures = [i for i, (k, _) in enumerate(photos) if k != "texture"]
     textures = [i for i, (k, _) in enumerate(photos) if k == "texture"]
-
-    def picture(i: int) -> np.ndarray:
-        kind, arr = photos[i]
-        layer = _crop_resized(arr, w, h, rng)
-        return _colourise(layer, rng) if kind == "gray" else layer
-
-    first = int(rng.choice(pictures))
-    img = picture(first)
-    if rng.random() < 0.5:
+    first, box, ramp, mirror, blend = _main_layer(rng, w, h)
+    img = _layer(photos[first][1], box, ramp, w, h)
+    if mirror:
         img = img[:, ::-1]
-    if rng.random() < 0.7:  # part of a second photo shows through
+    if blend:  # part of a second photo shows through
         second = int(rng.choice([i for i in pictures if i != first]))
         alpha = rng.uniform(0.2, 0.45)
-        img = (1 - alpha) * img + alpha * picture(second)
+        kind, arr = photos[second]
+        box2 = _window(arr.shape, w, h, rng)
+        img = (1 - alpha) * img + alpha * _layer(arr, box2, _ramp(rng) if kind == "gray" else None,
+                                                 w, h)
     img = img * _smooth_field(w, h, rng, 0.55, 1.35)  # its own light and colour layout
     if rng.random() < 0.6:  # fine grain from a real texture, tiled at native scale
         tex = photos[int(rng.choice(textures))][1]
@@ -402,6 +436,38 @@ def plan(n: int, seed: int, max_side: int = 1600) -> list[list[_Planned]]:
     return groups
 
 
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _distinct(groups: list[list[_Planned]], seed: int) -> None:
+    """Give every base that would frame an earlier base's photograph within
+    :data:`SAME_FRAMING`, neither blended with a second photo, another random stream
+    (``params["redraw"]``), so that bases are distinct pictures as the ground truth says.
+    In base order, so the corpus stays a pure function of its arguments; shots of a scene
+    keep theirs (they are composed on the scene's canvas, hard negatives by design)."""
+    framed: dict[int, list[tuple[float, ...]]] = {}
+    for g in groups:
+        e = g[0].entry
+        if "scene" in e.params:
+            continue
+        redraw = 0
+        while True:
+            first, box, _, _, blend = _main_layer(
+                np.random.default_rng(_stream(seed, e.base, redraw)), e.width, e.height)
+            if blend or all(_overlap(box, b) < SAME_FRAMING for b in framed.get(first, [])):
+                break
+            redraw += 1
+        if redraw:
+            e.params["redraw"] = redraw
+        if not blend:
+            framed.setdefault(first, []).append(box)
+
+
 # --------------------------------------------------------------------------- writing
 def _save(img: Any, path: Path, fmt: str, quality: int | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,7 +492,7 @@ def _write_group(args: tuple[list[_Planned], str, int]) -> None:
     opath = root / orig.path
     shot = e.params.get("shot", (1.0, 0.0, 0.0))
     pixels = base_array(seed, e.base, e.width, e.height, scene=e.params.get("scene"),
-                        shot=(shot[0], shot[1], shot[2]))
+                        shot=(shot[0], shot[1], shot[2]), redraw=e.params.get("redraw", 0))
     _save(Image.fromarray(pixels, "RGB"), opath, e.format, e.params.get("quality"))
     if len(group) == 1:
         return
@@ -475,6 +541,7 @@ def make_corpus(
         raise FileExistsError(f"{root} exists and is not empty")
     root.mkdir(parents=True, exist_ok=True)
     groups = plan(n, seed, max_side)
+    _distinct(groups, seed)
     tasks = [(g, str(root), seed) for g in groups]
     procs = processes or os.cpu_count() or 1
     if procs > 1 and len(tasks) > 1:

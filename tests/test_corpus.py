@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import corpus
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,6 +73,35 @@ def test_manifest_matches_the_files(tmp_path: Path) -> None:
     pairs = corpus.truth_pairs(m, root)
     assert len(pairs) == sum(len(g) * (len(g) - 1) // 2 for g in groups.values())
     assert all(os.path.isfile(p) for pair in pairs for p in pair)
+
+
+@needs_photos
+def test_no_two_bases_frame_one_photo_alike() -> None:
+    """Bases are distinct pictures: after ``_distinct`` no two (outside scene shots) frame
+    one photograph within SAME_FRAMING with neither blended, and the bases it redraws are
+    exactly the ones whose first stream would have. The plan of 4,000 files, seed 1, has
+    such bases (the cameraman, full frame, twice), so the check is exercised."""
+    groups = corpus.plan(4000, 1, 1600)
+    corpus._distinct(groups, 1)
+    redrawn = [g[0].entry.base for g in groups if "redraw" in g[0].entry.params]
+    assert 0 < len(redrawn) < len(groups) // 100
+    framed: list[tuple[int, tuple[float, ...]]] = []
+    for g in groups:
+        e = g[0].entry
+        if "scene" in e.params:
+            continue
+        rng = np.random.default_rng(corpus._stream(1, e.base, e.params.get("redraw", 0)))
+        first, box, _, _, blend = corpus._main_layer(rng, e.width, e.height)
+        if blend:
+            continue
+        alike = [b for k, b in framed if k == first and corpus._overlap(box, b) >= corpus.SAME_FRAMING]
+        assert not alike, e.base
+        if e.base in redrawn:  # its first stream would have framed an earlier base alike
+            rng = np.random.default_rng(corpus._stream(1, e.base, 0))
+            first0, box0, _, _, blend0 = corpus._main_layer(rng, e.width, e.height)
+            assert not blend0 and any(k == first0 and corpus._overlap(box0, b) >= corpus.SAME_FRAMING
+                                      for k, b in framed)
+        framed.append((first, box))
 
 
 @needs_photos
