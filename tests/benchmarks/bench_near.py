@@ -249,11 +249,21 @@ def calibrate(root: Path, manifest: corpus.Manifest, workdir: Path, tag: str) ->
               f"(MIN_FINE_CORR keeps {(best[same & one] >= near.MIN_FINE_CORR).mean():.3f})")
 
 
+def speed_photos(debian: bool) -> list[tuple[str, Path, str]]:
+    """The photographs the speed corpus takes its windows from; with ``debian`` the
+    Debian package's must be installed (a different corpus without them)."""
+    found = near_corpus.photos(debian)
+    if debian and len(found) == len(near_corpus.photos(False)):
+        sys.exit(f"--debian: install the Debian package {near_corpus.DEBIAN_PACKAGE} first")
+    return found
+
+
 def speed_tensors(n: int, seed: int = 0, textured: bool = True, origin: list | None = None,
-                  ) -> tuple[np.ndarray, ...]:
-    """``n`` 50 px tensors of distinct pictures (random windows of the photographs), a
-    tenth of them planted edits of another (mirror, rotation, tone), with dims and sizes.
-    ``origin``, if given, receives per picture (its window's picture, photograph, box).
+                  debian: bool = False) -> tuple[np.ndarray, ...]:
+    """``n`` 50 px tensors of distinct pictures (random windows of the photographs: the
+    packages', and with ``debian`` those of the Debian package too), a tenth of them
+    planted edits of another (mirror, rotation, tone), with dims and sizes. ``origin``, if
+    given, receives per picture (its window's picture, photograph, box).
 
     ``textured``: every window passes the quality corpus's test of a distinct picture
     (``near_corpus._textured``: not flat, not mostly black, fine detail), as its bases do;
@@ -262,7 +272,7 @@ def speed_tensors(n: int, seed: int = 0, textured: bool = True, origin: list | N
     from PIL import Image, ImageOps
 
     rng = np.random.default_rng(seed)
-    arrays = [near_corpus._load(*p) for p in near_corpus.photos(True)]
+    arrays = [near_corpus._load(*p) for p in speed_photos(debian)]
     photos = [Image.fromarray(a) for a in arrays]
     greys = [a.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) for a in arrays] \
         if textured else []
@@ -297,42 +307,68 @@ def speed_tensors(n: int, seed: int = 0, textured: bool = True, origin: list | N
     return out, widths, heights, sizes
 
 
-def speed(sizes: list[int], repeat: int = 3, textured: bool = True) -> None:
+def speed(sizes: list[int], repeat: int = 3, textured: bool = True, debian: bool = False,
+          ) -> None:
     """Engine time of ``near`` and ``similar`` (same_dim on, difPy's default) on the same
     tensors, CPU seconds of this process (the machine may be shared; best of ``repeat``)
     and wall seconds. ``near`` reads its features as a search over the catalog does (stored
-    by ``update``: computed before the clock starts); the last column computes them from
-    the tensors instead (a catalog whose features are of another version)."""
+    by ``update``: computed before the clock starts); the next column computes them from
+    the tensors instead (a catalog whose features are of another version), the last one
+    takes the correlation rule's candidate pairs as given (``near.candidate_pairs``, run
+    once before the clock starts): what the rest of the search costs, and how it grows."""
     from difpy_index import match, near
 
+    exact_candidates = near.candidate_pairs
+    known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def given_candidates(feat: near.Features, rows_ok: np.ndarray, bucket: np.ndarray | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        if len(rows_ok) not in known:
+            known[len(rows_ok)] = exact_candidates(feat, rows_ok, bucket)
+        return known[len(rows_ok)]
+
     print("\n## speed: engine only, tensors (and near's stored features) already in memory"
-          + ("" if textured else ", flat windows allowed"))
+          + ("" if textured else ", flat windows allowed")
+          + f"; windows of {len(speed_photos(debian))} photographs")
     print("| images | similar cpu s | near cpu s | ratio | similar wall s | near wall s "
-          "| near, features computed, cpu s |")
-    print("|---|---|---|---|---|---|---|")
+          "| near, features computed, cpu s | near, candidate pairs given, cpu s |")
+    print("|---|---|---|---|---|---|---|---|")
     got = {}
     for n in sizes:
-        t, w, h, sz = speed_tensors(n, textured=textured)
+        t, w, h, sz = speed_tensors(n, textured=textured, debian=debian)
         paths = [b"/speed/%07d.jpg" % i for i in range(n)]
         stored = near.stored_of(t)
-        runs: list[list[tuple[float, float]]] = [[], [], []]
+        runs: list[list[tuple[float, float]]] = [[], [], [], []]
+        known.clear()
+        near.candidate_pairs = given_candidates
+        try:
+            near.search(t, w, h, sz, paths, stored=stored)  # the candidates, off the clock
+        finally:
+            near.candidate_pairs = exact_candidates
         for _ in range(repeat):
-            for k in range(3):
+            for k in range(4):
                 c, wall = time.process_time(), time.perf_counter()
                 if k == 0:
                     match.find_groups(t, w, h, sz, paths, 5.0)
                 elif k == 1:
                     near.search(t, w, h, sz, paths, stored=stored)
-                else:
+                elif k == 2:
                     near.search(t, w, h, sz, paths)
+                else:
+                    near.candidate_pairs = given_candidates
+                    try:
+                        near.search(t, w, h, sz, paths, stored=stored)
+                    finally:
+                        near.candidate_pairs = exact_candidates
                 runs[k].append((time.process_time() - c, time.perf_counter() - wall))
         row = [min(r) for r in runs]
         got[n] = row
         print(f"| {n} | {row[0][0]:.2f} | {row[1][0]:.2f} | {row[1][0] / row[0][0]:.1f}x "
-              f"| {row[0][1]:.2f} | {row[1][1]:.2f} | {row[2][0]:.2f} |", flush=True)
+              f"| {row[0][1]:.2f} | {row[1][1]:.2f} | {row[2][0]:.2f} | {row[3][0]:.2f} |",
+              flush=True)
     ns = sorted(got)
     for a, b in itertools.pairwise(ns):
-        for k, name in ((0, "similar"), (1, "near")):
+        for k, name in ((0, "similar"), (1, "near"), (3, "near, candidate pairs given")):
             e = math.log(got[b][k][0] / got[a][k][0]) / math.log(b / a)
             print(f"growth exponent {name} {a}->{b} (cpu): {e:.2f}")
 
@@ -367,7 +403,7 @@ def feature_cost(roots: list[Path], rounds: int = 3) -> None:
         print(f"| {name} | " + " | ".join(f"{x:.2f}" for x in ms) + " |")
 
 
-def trim_limit(n: int, limit: float) -> None:
+def trim_limit(n: int, limit: float, debian: bool) -> None:
     """Fine-rule pairs of the speed corpus (``n`` pictures) with exactly one trimmed
     picture that a lower detail limit would accept although neither is an edit of the
     other: the evidence on whether such pairs can have a limit of their own
@@ -375,8 +411,8 @@ def trim_limit(n: int, limit: float) -> None:
     from difpy_index import near
 
     origin: list = []
-    t = speed_tensors(n, origin=origin)[0]
-    names = [name for name, _, _ in near_corpus.photos(True)]
+    t = speed_tensors(n, origin=origin, debian=debian)[0]
+    names = [name for name, _, _ in speed_photos(debian)]
     fine = np.concatenate([near.fine_features(t[c0 : c0 + 512]) for c0 in range(0, n, 512)])
     trimmed = fine[:, -1] > 0.5
     old = near.MIN_FINE_CORR
@@ -432,10 +468,10 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     procs = a.processes or os.cpu_count() or 1
     if a.trim_limit is not None:
-        trim_limit((a.speed or [16000])[0], a.trim_limit)
+        trim_limit((a.speed or [16000])[0], a.trim_limit, a.debian)
         return
     if a.speed is not None:
-        speed(a.speed or [4000, 16000], textured=not a.flat_windows)
+        speed(a.speed or [4000, 16000], textured=not a.flat_windows, debian=a.debian)
         return
     roots = []
     for seed in a.seeds:

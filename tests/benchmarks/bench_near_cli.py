@@ -69,16 +69,17 @@ def write_chunk(args: tuple[Path, int, np.ndarray, np.ndarray, np.ndarray]) -> i
     return len(tensors)
 
 
-def corpus(workdir: Path, n: int, seed: int, processes: int, textured: bool = True) -> Path:
+def corpus(workdir: Path, n: int, seed: int, processes: int, textured: bool = True,
+           debian: bool = False) -> Path:
     """The folder of ``n`` JPEG files of seed ``seed``, made unless already complete
-    (``textured``: as ``bench_near.speed_tensors``)."""
-    base = workdir / f"corpus_{n}_{seed}{'' if textured else '_flat'}"
+    (``textured``, ``debian``: as ``bench_near.speed_tensors``)."""
+    base = workdir / f"corpus_{n}_{seed}{'' if textured else '_flat'}{'_deb' if debian else ''}"
     images = base / "images"
     if (base / MARKER).exists():
         return images
     shutil.rmtree(base, ignore_errors=True)
     t0 = time.perf_counter()
-    tensors, widths, heights, _ = bench_near.speed_tensors(n, seed, textured)
+    tensors, widths, heights, _ = bench_near.speed_tensors(n, seed, textured, debian=debian)
     chunks = [(images / f"{i // PER_FOLDER:03d}", i, tensors[i : i + PER_FOLDER],
                widths[i : i + PER_FOLDER], heights[i : i + PER_FOLDER])
               for i in range(0, n, PER_FOLDER)]
@@ -150,6 +151,9 @@ def main() -> None:
                     help="BLAS/OpenMP threads of the CLI children (default 1: shared cores)")
     ap.add_argument("--processes", type=int, default=2, help="processes writing the corpora")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--debian", action="store_true",
+                    help="also take windows of the Debian package's photographs "
+                         "(as bench_near.py --speed --debian)")
     ap.add_argument("--flat-windows", action="store_true",
                     help="allow flat windows (sky, wall) in the corpus, as bench_near.py does")
     a = ap.parse_args()
@@ -163,7 +167,7 @@ def main() -> None:
     cli = [exe] if exe else [sys.executable, "-c", "from difpy_index.cli import main; main()"]
     got = {}
     for n in a.sizes:
-        images = corpus(workdir, n, a.seed, a.processes, not a.flat_windows)
+        images = corpus(workdir, n, a.seed, a.processes, not a.flat_windows, a.debian)
         got[n] = measure(n, images, cli, env, a.rounds, scratch)
 
     print(f"\n## CLI, cached catalog: best of {a.rounds} rounds, seconds (wall / cpu = user + sys "
