@@ -673,7 +673,7 @@ def query(
     for q in found:
         typer.echo(f"{escape(q.query)}: {len(q.matches)} match(es)")
         for m in q.matches:
-            typer.echo(f"  {escape(m.path)}  mse={m.mse:g}  rotation={m.rotation}")
+            typer.echo(f"  {escape(m.path)}  mse={m.mse:g}  rotation={m.rotation}{_why(m)}")
 
 
 @app.command()

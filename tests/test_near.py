@@ -541,6 +541,9 @@ def test_query_near_finds_a_mirrored_brighter_copy(tmp_path: Path) -> None:
     assert detail["value"] >= near.MIN_DETAIL_CORR and detail["mse"] > near.NEAR_THRESHOLD
     res = cli("query", tmp_path / "pic.png", "-s", "similar", "--json")
     assert json.loads(res.stdout)["queries"][0]["matches"] == []
+    text = cli("query", tmp_path / "pic.png", "-s", "near").stdout.splitlines()
+    assert text[1].endswith(f"copy.png  mse={detail['mse']:g}  rotation=0  "
+                            f"(correlation {detail['value']:.3f}, mirrored)"), text
 
 
 def test_clustered_tensors_are_dense() -> None:
