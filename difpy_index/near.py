@@ -88,6 +88,7 @@ _JOIN_DIMS = 32  # coordinates of the correlation rule's joins (``candidate_pair
 _PAIR_CHUNK = 4096
 _STRIP = 1  # block rows of pixels ``exact_mse`` reads at a time
 _WAVE = 2048  # MSE candidates verified at once in claim order (``_claim``)
+_QUERY_ROWS = 8192  # catalog rows ``query`` holds at once
 _EPS = 1e-6
 _SLACK = 1.0 + 1e-5  # radius of the joins on invariants stored as float32
 _LUMA = np.array([299, 587, 114], dtype=np.float32)
@@ -1035,23 +1036,50 @@ def query(
     The rules' invariants pick, row by row, a superset of the rows that can match; only
     those and the picture are then matched as ``find_groups`` matches a search, the
     picture ranked first, so the answer is the search's, not an approximation of it."""
+    rows = np.asarray(rows, dtype=np.intp)
+    theirs = stored_of(picture)
+    pick = np.concatenate([_query_candidates(picture, theirs, tensors, rows[c0 : c0 + _QUERY_ROWS],
+                                             stored) for c0 in range(0, len(rows), _QUERY_ROWS)]
+                          + [rows[:0]])
+    if len(pick) == 0:
+        return []
+    mine = (tuple(np.asarray(x)[pick] for x in stored) if stored is not None
+            else stored_features([None] * len(pick), np.asarray(tensors[pick])))
+    n = len(pick) + 1
+    few = np.concatenate([np.asarray(tensors[pick]), picture])
+    few_stored = tuple(np.concatenate([x, y]) for x, y in zip(mine, theirs, strict=True))
+    local = np.arange(n)
+    rank = np.r_[np.arange(1, n), 0]  # the picture claims first
+    cands = mse_candidates(few, local, NEAR_THRESHOLD)
+    out = []
+    for key, members in find_groups(few, rank, local, np.zeros(n, dtype=bool), None, cands,
+                                    few_stored):
+        if key != n - 1:
+            continue
+        out = [NearMember(int(pick[m.index]), m.mse, m.rotation, m.mirror, m.measure,
+                          m.value) for m in members if m.via is None]
+    out.sort(key=lambda m: (m.mse, m.index))
+    return out
+
+
+def _query_candidates(picture: np.ndarray, theirs: tuple[np.ndarray, ...], tensors: np.ndarray,
+                      rows: np.ndarray, stored: tuple[np.ndarray, ...] | None) -> np.ndarray:
+    """Those of ``rows`` that may match ``picture`` (its ``stored_of``:
+    ``theirs``) by some rule: the MSE rule's matches (exact), and the rows that the
+    correlation and fine rules' invariants cannot rule out (``candidate_pairs``' and
+    ``fine_candidates``' tests, one picture against each row). One chunk of rows at a
+    time, so a query holds a bounded part of a large catalog in memory."""
     from .match import match_against
 
-    rows = np.asarray(rows, dtype=np.intp)
-    if len(rows) == 0:
-        return []
     d = picture.shape[1] ** 2
+    chunk = np.asarray(tensors[rows])
     mine = (tuple(np.asarray(x)[rows] for x in stored) if stored is not None
-            else stored_features([None] * len(rows), np.asarray(tensors[rows])))
-    theirs = stored_of(picture)
+            else stored_features([None] * len(rows), chunk))
     maybe = np.zeros(len(rows), dtype=bool)
-    # the MSE rule: exact already (``match_against``), the same rows as the search's
     ones = np.ones(1, dtype=np.int64)
-    for m in match_against(picture, ones, ones, np.asarray(tensors[rows]),
-                           np.ones(len(rows), dtype=np.int64),
+    for m in match_against(picture, ones, ones, chunk, np.ones(len(rows), dtype=np.int64),
                            np.ones(len(rows), dtype=np.int64), NEAR_THRESHOLD)[0]:
         maybe[m.index] = True
-    # the correlation rule: ``candidate_pairs``' test, one picture against every row
     cw = _corr_stored()
     fr = features(None, None, mine[0], mine[2][:, :cw])
     fq = features(None, None, theirs[0], theirs[2][:, :cw])
@@ -1061,31 +1089,13 @@ def query(
             dd = fr.edetail[:, va] - fq.edetail[0, vb]
             maybe |= (fr.eligible & (np.einsum("ij,ij->i", df, df) <= _SLACK**2)
                       & (np.einsum("ij,ij->i", dd, dd) <= _SLACK**2))
-    # the fine rule: ``fine_candidates``' test
     lim = math.sqrt(2 * d * (1 - MIN_FINE_CORR) + 1e-6 * d)
     fine_r, fine_q = np.asarray(mine[1], dtype=np.float64), np.asarray(theirs[1], dtype=np.float64)
     if fine_q[0, -2] > 0.5:
         gap = (fine_r[:, :-2] - fine_q[0, :-2]) / lim
         maybe |= ((fine_r[:, -2] > 0.5) & ((fine_r[:, -1] > 0.5) | (fine_q[0, -1] > 0.5))
                   & (np.einsum("ij,ij->i", gap, gap) <= (1.0 + 1e-5) ** 2))
-    pick = np.flatnonzero(maybe)
-    if len(pick) == 0:
-        return []
-    n = len(pick) + 1
-    few = np.concatenate([np.asarray(tensors[rows[pick]]), picture])
-    few_stored = tuple(np.concatenate([x[pick], y]) for x, y in zip(mine, theirs, strict=True))
-    local = np.arange(n)
-    rank = np.r_[np.arange(1, n), 0]  # the picture claims first
-    cands = mse_candidates(few, local, NEAR_THRESHOLD)
-    out = []
-    for key, members in find_groups(few, rank, local, np.zeros(n, dtype=bool), None, cands,
-                                    few_stored):
-        if key != n - 1:
-            continue
-        out = [NearMember(int(rows[pick[m.index]]), m.mse, m.rotation, m.mirror, m.measure,
-                          m.value) for m in members if m.via is None]
-    out.sort(key=lambda m: (m.mse, m.index))
-    return out
+    return rows[maybe]
 
 
 def find_groups(

@@ -485,9 +485,9 @@ def pair_rules(x: np.ndarray, y: np.ndarray) -> list[str]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 30), barred=st.booleans(),
-       stored=st.booleans())
+       stored=st.booleans(), chunk=st.integers(1, 32))
 def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, barred: bool,
-                                                      stored: bool) -> None:
+                                                      stored: bool, chunk: int) -> None:
     """``near.query`` (one picture against the catalog's rows) names exactly the rows that
     match the picture by one of the three rules, each with the first rule that matched,
     and says what a search over the rows and the picture, the picture ranked first, says
@@ -497,7 +497,12 @@ def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, barred: 
     pick = int(rng.integers(n))
     rows = np.setdiff1d(rng.permutation(n)[: max(1, n - 2)], [pick])
     feats = near.stored_features([near.blob_of(x) for x in t], t) if stored else None
-    got = near.query(t[pick : pick + 1], t, rows, feats)
+    old = near._QUERY_ROWS
+    near._QUERY_ROWS = chunk  # the catalog's rows a chunk at a time: any size
+    try:
+        got = near.query(t[pick : pick + 1], t, rows, feats)
+    finally:
+        near._QUERY_ROWS = old
     want = {int(j): r for j in rows if (r := pair_rules(t[pick], t[j]))}
     assert {m.index for m in got} == set(want)
     assert [(m.mse, m.index) for m in got] == sorted((m.mse, m.index) for m in got)
