@@ -762,16 +762,20 @@ class Index:
                 )
                 out.append(QueryMatch(display(real), real in known, members))
             return out
-        for real, q, w, h in queries:
+        in_memory: list[list[match.Member]] = []
+        if queries and not isinstance(data, SearchMeta):  # all queries in one pass
+            in_memory = match.match_against(
+                np.concatenate([q for _, q, _, _ in queries]),
+                np.array([w for _, _, w, _ in queries]), np.array([h for _, _, _, h in queries]),
+                data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
+                same_dim=sp.same_dim,
+            )
+        for i, (real, q, w, h) in enumerate(queries):
             if isinstance(data, SearchMeta):
                 found = _query_banded(self._catalog.tensor_loader(px_size, recipe), data,
                                       q, w, h, sp)
             else:
-                found = match.match_against(
-                    q, np.array([w]), np.array([h]),
-                    data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
-                    same_dim=sp.same_dim,
-                )[0]
+                found = in_memory[i]
             members = tuple(
                 MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation),
                            orientation=orient(m.index))
