@@ -1064,23 +1064,27 @@ def query(
 
 def _query_candidates(picture: np.ndarray, theirs: tuple[np.ndarray, ...], tensors: np.ndarray,
                       rows: np.ndarray, stored: tuple[np.ndarray, ...] | None) -> np.ndarray:
-    """Those of ``rows`` that may match ``picture`` (its ``stored_of``:
-    ``theirs``) by some rule: the MSE rule's matches (exact), and the rows that the
-    correlation and fine rules' invariants cannot rule out (``candidate_pairs``' and
-    ``fine_candidates``' tests, one picture against each row). One chunk of rows at a
-    time, so a query holds a bounded part of a large catalog in memory."""
-    from .match import match_against
+    """Those of ``rows`` that may match ``picture`` (its ``stored_of``: ``theirs``) by
+    some rule: the rows that the three rules' invariants cannot rule out (the tests of
+    ``mse_candidates``, ``candidate_pairs`` and ``fine_candidates``, one picture against
+    each row), from the stored features where given. One chunk of rows at a time, so a
+    query holds a bounded part of a large catalog in memory."""
+    from .match import _margin
 
     d = picture.shape[1] ** 2
-    chunk = np.asarray(tensors[rows])
-    mine = (tuple(np.asarray(x)[rows] for x in stored) if stored is not None
-            else stored_features([None] * len(rows), chunk))
-    maybe = np.zeros(len(rows), dtype=bool)
-    ones = np.ones(1, dtype=np.int64)
-    for m in match_against(picture, ones, ones, chunk, np.ones(len(rows), dtype=np.int64),
-                           np.ones(len(rows), dtype=np.int64), NEAR_THRESHOLD)[0]:
-        maybe[m.index] = True
     cw = _corr_stored()
+    mine = (tuple(np.asarray(x)[rows] for x in stored) if stored is not None
+            else stored_features([None] * len(rows), np.asarray(tensors[rows])))
+    # the MSE rule: ``mse_candidates``' test (its join, one picture against each row), on
+    # the stored sums where they are exact, else on the tensors
+    sums = mine[2][:, cw:]
+    exact = not np.isnan(sums).any()
+    here = np.arange(len(rows)) if exact else rows
+    inv = mse_invariants(tensors, here, NEAR_THRESHOLD, sums if exact else None)[0]
+    _, hit = join(mse_invariants(picture, np.arange(1), NEAR_THRESHOLD)[0], inv,
+                  math.sqrt(1 + _margin(NEAR_THRESHOLD) / max(NEAR_THRESHOLD, _EPS)))
+    maybe = np.zeros(len(rows), dtype=bool)
+    maybe[hit] = True
     fr = features(None, None, mine[0], mine[2][:, :cw])
     fq = features(None, None, theirs[0], theirs[2][:, :cw])
     if fq.eligible[0]:

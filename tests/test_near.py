@@ -485,9 +485,9 @@ def pair_rules(x: np.ndarray, y: np.ndarray) -> list[str]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 30), barred=st.booleans(),
-       stored=st.booleans(), chunk=st.integers(1, 32))
+       stored=st.sampled_from(["no", "yes", "without MSE sums"]), chunk=st.integers(1, 32))
 def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, barred: bool,
-                                                      stored: bool, chunk: int) -> None:
+                                                      stored: str, chunk: int) -> None:
     """``near.query`` (one picture against the catalog's rows) names exactly the rows that
     match the picture by one of the three rules, each with the first rule that matched,
     and says what a search over the rows and the picture, the picture ranked first, says
@@ -496,7 +496,9 @@ def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, barred: 
     rng = np.random.default_rng(seed)
     pick = int(rng.integers(n))
     rows = np.setdiff1d(rng.permutation(n)[: max(1, n - 2)], [pick])
-    feats = near.stored_features([near.blob_of(x) for x in t], t) if stored else None
+    feats = near.stored_features([near.blob_of(x) for x in t], t) if stored != "no" else None
+    if feats is not None and stored == "without MSE sums":  # not storable exactly: NaN
+        feats[2][:, -3:] = np.nan
     old = near._QUERY_ROWS
     near._QUERY_ROWS = chunk  # the catalog's rows a chunk at a time: any size
     try:
@@ -519,6 +521,29 @@ def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, barred: 
         d = direct[m.index]
         assert (m.mse, m.rotation, m.mirror, m.measure) == (d.mse, d.rotation, d.mirror, d.measure)
         assert m.value == pytest.approx(d.value, rel=1e-12)
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_query_finds_mse_matches_up_to_the_threshold_exactly(stored: bool) -> None:
+    """Smooth pictures (no detail: the MSE rule only) whose colour is shifted to a true MSE
+    of exactly 31 match, turned too; at 32.67 not, nor with fine noise of MSE 49. A shift
+    is what the MSE invariants see in full, so the query's prefilter must let them
+    through at its whole radius."""
+    yy, xx = np.mgrid[0:50, 0:50]
+    o = np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+    noise = np.where(np.random.default_rng(5).random((50, 50, 3)) < 0.5, -7, 7)
+
+    def shifted(rgb: tuple[int, int, int]) -> np.ndarray:  # MSE (r^2 + g^2 + b^2) / 3
+        return (o + np.array(rgb)).astype(np.uint8)
+
+    t = np.stack([o.astype(np.uint8), shifted((5, 2, 8)), shifted((5, 3, 8)),
+                  shifted((3, -4, 0)), np.rot90(shifted((-5, 8, 2))), (o + noise).astype(np.uint8)])
+    assert not near.features(t).eligible.any()
+    feats = near.stored_features([near.blob_of(x) for x in t], t) if stored else None
+    got = near.query(t[:1], t, np.arange(1, len(t)), feats)
+    assert [(m.index, m.mse, m.measure) for m in got] == [
+        (3, 25 / 3, "mse"), (1, 31.0, "mse"), (4, 31.0, "mse")]
+    assert got[2].rotation == 270
 
 
 def test_query_near_finds_a_mirrored_brighter_copy(tmp_path: Path) -> None:
