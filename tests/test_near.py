@@ -70,9 +70,9 @@ def related_tensors(seed: int, n: int, px: int = 50) -> np.ndarray:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 28))
-def test_bounded_search_equals_brute_force(seed: int, n: int) -> None:
-    t = related_tensors(seed, n)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 28), lowfreq=st.booleans())
+def test_bounded_search_equals_brute_force(seed: int, n: int, lowfreq: bool) -> None:
+    t = lowfreq_tensors(seed, n) if lowfreq else related_tensors(seed, n)
     feat = near.features(t)
     ca, cb = near.candidate_pairs(feat, feat.eligible, None)
     ok, _, _ = near.pair_scores(feat, ca, cb)
@@ -130,10 +130,45 @@ def barred_tensors(seed: int, n: int) -> np.ndarray:
     return t
 
 
+def lowfreq_tensors(seed: int, n: int, barred: bool = False) -> np.ndarray:
+    """Copies of a few ``related_tensors`` pictures, each plus one low DCT frequency
+    pattern of random strength: their differences lie where the orientation invariants
+    look, so matching pairs come within a hair of the joins' radius (noise, by contrast,
+    stays far inside it) and the bounds are tested at their edge. ``barred``: every
+    picture gets a grey bar on top, uniform (trimmed) or not quite (+-10: not trimmed),
+    so the fine rule compares pairs whose trimmed pictures differ."""
+    rng = np.random.default_rng(seed)
+    base = related_tensors(seed, max(1, n // 3)).astype(np.float64)
+    yy, xx = (np.mgrid[0:50, 0:50] + 0.5) / 50
+    out = np.empty((n, 50, 50, 3))
+    for i in range(n):
+        fx, fy = rng.integers(0, 6, 2)
+        pattern = np.cos(np.pi * fx * xx) * np.cos(np.pi * fy * yy)
+        out[i] = base[int(rng.integers(len(base)))] + rng.uniform(0, 40) * pattern[..., None]
+        if barred:
+            out[i, :6] = 128 + rng.choice([0, 10]) * np.where(rng.random((6, 50, 1)) < 0.5, -1, 1)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def test_lowfreq_tensors_reach_the_edge_of_the_bounds() -> None:
+    """The point of ``lowfreq_tensors``: some matching pairs' invariants are within 8 %
+    of the correlation rule's radius (squared distance above 0.85 of 1)."""
+    edge = []
+    for seed in range(30):
+        t = lowfreq_tensors(seed, 8)
+        f = near.features(t)
+        ca, cb = near.candidate_pairs(f, f.eligible, None)
+        ok = near.pair_scores(f, ca, cb)[0]
+        edge += [min(float(((f.edetail[a, va] - f.edetail[b, vb]) ** 2).sum())
+                     for va, vb in near.COMBOS) for a, b in zip(ca[ok], cb[ok], strict=True)]
+    assert max(edge) > 0.85
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 24), same_dim=st.booleans())
-def test_fine_pairs_equal_a_brute_force(seed: int, n: int, same_dim: bool) -> None:
-    t = barred_tensors(seed, n)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 24), same_dim=st.booleans(),
+       lowfreq=st.booleans())
+def test_fine_pairs_equal_a_brute_force(seed: int, n: int, same_dim: bool, lowfreq: bool) -> None:
+    t = lowfreq_tensors(seed, n, barred=True) if lowfreq else barred_tensors(seed, n)
     rows = np.random.default_rng(seed).permutation(n)[: max(2, n - 2)]
     bucket = (np.arange(len(rows)) % 2) if same_dim else None
     ia, ib, o, v = near.fine_pairs(t, rows, bucket)
@@ -484,15 +519,17 @@ def pair_rules(x: np.ndarray, y: np.ndarray) -> list[str]:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 30), barred=st.booleans(),
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 30),
+       data=st.sampled_from(["clustered", "barred", "lowfreq", "lowfreq barred"]),
        stored=st.sampled_from(["no", "yes", "without MSE sums"]), chunk=st.integers(1, 32))
-def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, barred: bool,
+def test_query_finds_every_row_a_brute_force_matches(seed: int, n: int, data: str,
                                                       stored: str, chunk: int) -> None:
     """``near.query`` (one picture against the catalog's rows) names exactly the rows that
     match the picture by one of the three rules, each with the first rule that matched,
     and says what a search over the rows and the picture, the picture ranked first, says
     of its direct members (rotation, mirror, value)."""
-    t = (barred_tensors if barred else clustered_tensors)(seed, n)
+    t = (lowfreq_tensors(seed, n, barred="barred" in data) if "lowfreq" in data
+         else barred_tensors(seed, n) if data == "barred" else clustered_tensors(seed, n))
     rng = np.random.default_rng(seed)
     pick = int(rng.integers(n))
     rows = np.setdiff1d(rng.permutation(n)[: max(1, n - 2)], [pick])
