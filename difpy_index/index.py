@@ -744,46 +744,31 @@ class Index:
             data = data.take(np.flatnonzero(~_under_any(data.paths, unreachable)))
         known = set(data.paths)
         orient = _orientation_of(data)
-        out: list[QueryMatch] = []
+        found: list[Sequence[match.Member | near.NearMember]]
         if is_near(similarity) and sp.rotate:  # the preset's three rules (docs/quality.md)
             from . import near
 
             tensors, stored = self._near_input(data, px_size, recipe)
-            dims = np.stack([np.asarray(data.widths), np.asarray(data.heights)], axis=1)
-            for real, q, w, h in queries:
-                rows = (np.flatnonzero((dims[:, 0] == w) & (dims[:, 1] == h)) if sp.same_dim
-                        else np.arange(len(data.paths)))
-                members = tuple(
-                    MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation),
-                               mirror=m.mirror, measure=m.measure, value=float(m.value),
-                               orientation=orient(m.index))
-                    for m in near.query(q, tensors, rows, stored)
-                    if data.paths[m.index] != real
-                )
-                out.append(QueryMatch(display(real), real in known, members))
-            return out
-        in_memory: list[list[match.Member]] = []
-        if queries and not isinstance(data, SearchMeta):  # all queries in one pass
-            in_memory = match.match_against(
+            widths, heights = np.asarray(data.widths), np.asarray(data.heights)
+            found = [near.query(q, tensors, np.flatnonzero((widths == w) & (heights == h))
+                                if sp.same_dim else np.arange(len(data.paths)), stored)
+                     for _, q, w, h in queries]
+        elif isinstance(data, SearchMeta):
+            loader = self._catalog.tensor_loader(px_size, recipe)
+            found = [_query_banded(loader, data, q, w, h, sp) for _, q, w, h in queries]
+        elif queries:  # all queries in one pass: the catalog's features are made once
+            found = list(match.match_against(
                 np.concatenate([q for _, q, _, _ in queries]),
                 np.array([w for _, _, w, _ in queries]), np.array([h for _, _, _, h in queries]),
                 data.tensors, data.widths, data.heights, sp.threshold, rotate=sp.rotate,
                 same_dim=sp.same_dim,
-            )
-        for i, (real, q, w, h) in enumerate(queries):
-            if isinstance(data, SearchMeta):
-                found = _query_banded(self._catalog.tensor_loader(px_size, recipe), data,
-                                      q, w, h, sp)
-            else:
-                found = in_memory[i]
-            members = tuple(
-                MemberInfo(display(data.paths[m.index]), float(m.mse), int(m.rotation),
-                           orientation=orient(m.index))
-                for m in found
-                if data.paths[m.index] != real
-            )
-            out.append(QueryMatch(display(real), real in known, members))
-        return out
+            ))
+        else:
+            found = []
+        return [QueryMatch(display(real), real in known, tuple(
+                    _member_info(data.paths, m, orient(m.index))
+                    for m in members if data.paths[m.index] != real))
+                for (real, _, _, _), members in zip(queries, found, strict=True)]
 
     def _near_input(self, data: SearchInput | SearchMeta, px_size: int, recipe: str,
                     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
