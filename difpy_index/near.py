@@ -668,16 +668,22 @@ def _rotated(t: np.ndarray, k: int) -> np.ndarray:
     return out.reshape(c, px, px, 3)
 
 
+def _mse_radius(threshold: float) -> float:
+    """The radius of the MSE rule's joins on ``mse_invariants`` (made for ``threshold``):
+    MSE <= threshold, plus the margin ``match`` allows for rounding."""
+    from .match import _margin
+
+    return math.sqrt(1 + _margin(threshold) / max(threshold, _EPS))
+
+
 def mse_candidates(tensors: np.ndarray, rows: np.ndarray, threshold: float,
                    bucket: np.ndarray | None = None, sums: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Pairs (i < j, local) of ``tensors[rows]`` whose invariants allow an MSE <= threshold
     in some orientation, and the block projections and left-out RMS (``mse_invariants``;
     ``sums``: the rows' ``mse_sums``, the catalog's)."""
-    from .match import _margin
-
     inv, blocks, rest = mse_invariants(tensors, rows, threshold, sums)
-    ia, ib = join(inv, None, math.sqrt(1 + _margin(threshold) / max(threshold, _EPS)))
+    ia, ib = join(inv, None, _mse_radius(threshold))
     if bucket is not None:
         keep = bucket[ia] == bucket[ib]
         ia, ib = ia[keep], ib[keep]
@@ -873,14 +879,23 @@ def candidate_pairs(feat: Features, rows_ok: np.ndarray, bucket: np.ndarray | No
     if bucket is not None:
         bk = bucket[idx]
         pairs = pairs[:, bk[pairs[0]] == bk[pairs[1]]]
-    alive = np.zeros(pairs.shape[1], dtype=bool)
+    pairs = pairs[:, _combos_within((ef, ed), pairs[0], (ef, ed), pairs[1])]
+    return idx[pairs[0]], idx[pairs[1]]
+
+
+def _combos_within(a: tuple[np.ndarray, np.ndarray], ia: np.ndarray,
+                   b: tuple[np.ndarray, np.ndarray], ib: np.ndarray) -> np.ndarray:
+    """For each pair (row ``ia`` of ``a``, row ``ib`` of ``b``; each the (n, V, k)
+    orientation invariants of the luma and of the detail, ``Features.efull`` and
+    ``edetail``): whether both are within the joins' radius for some variant pair
+    (``COMBOS``), which every pair the correlation rule accepts is."""
+    alive = np.zeros(len(ia), dtype=bool)
     for va, vb in COMBOS:
-        df = ef[pairs[0], va] - ef[pairs[1], vb]
-        dd = ed[pairs[0], va] - ed[pairs[1], vb]
+        df = a[0][ia, va] - b[0][ib, vb]
+        dd = a[1][ia, va] - b[1][ib, vb]
         alive |= ((np.einsum("ij,ij->i", df, df) <= _SLACK**2)
                   & (np.einsum("ij,ij->i", dd, dd) <= _SLACK**2))
-    pairs = pairs[:, alive]
-    return idx[pairs[0]], idx[pairs[1]]
+    return alive
 
 
 # --------------------------------------------------------------------------- fine rule
@@ -919,22 +934,18 @@ def fine_candidates(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | 
     rule's orientation invariants (low DCT frequencies of the detail, folded) cannot rule
     out. ``fine``: their ``fine_features`` (aligned with ``rows``; the catalog's), else
     computed here."""
-    px = tensors.shape[1]
-    d = px * px
     if fine is None:
         fine = np.concatenate([fine_features(np.asarray(tensors[rows[c0 : c0 + _CHUNK]]))
                                for c0 in range(0, len(rows), _CHUNK)]) if len(rows) else \
             fine_features(tensors[:0])
-    lim = 2 * d * (1 - MIN_FINE_CORR) + 1e-6 * d
-    inv = np.asarray(fine[:, :-2], dtype=np.float64) / math.sqrt(lim)
-    ok, trimmed = fine[:, -2] > 0.5, fine[:, -1] > 0.5
+    inv, ok, trimmed = _fine_scaled(fine, tensors.shape[1])
     every, some = np.flatnonzero(ok), np.flatnonzero(ok & trimmed)
     none = np.zeros(0, dtype=np.intp)
     if len(every) < 2 or len(some) == 0:
         return none, none
     by_spread = np.argsort(-inv[every].std(axis=0), kind="stable")
     # the radius allows for the float32 rounding of the stored invariants (below 1e-6)
-    ia, ib = join(inv[every][:, by_spread], inv[some][:, by_spread], 1.0 + 1e-5)
+    ia, ib = join(inv[every][:, by_spread], inv[some][:, by_spread], _SLACK)
     ia, ib = every[ia], some[ib]
     ia, ib = np.minimum(ia, ib), np.maximum(ia, ib)
     keep = ia != ib
@@ -942,6 +953,17 @@ def fine_candidates(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | 
         keep &= bucket[ia] == bucket[ib]
     key = np.unique(ia[keep].astype(np.int64) * len(rows) + ib[keep])
     return (key // len(rows)).astype(np.intp), (key % len(rows)).astype(np.intp)
+
+
+def _fine_scaled(fine: np.ndarray, px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From (n, F + 2) ``fine_features`` of px-pixel tensors: the invariants scaled so that
+    a squared distance above 1 rules a pair out of the fine rule (a join radius of
+    ``_SLACK`` allows for their float32 rounding), whether each picture may match by it,
+    and whether it has a border ``trim_boxes`` trims."""
+    d = px * px
+    lim = 2 * d * (1 - MIN_FINE_CORR) + 1e-6 * d
+    return (np.asarray(fine[:, :-2], dtype=np.float64) / math.sqrt(lim), fine[:, -2] > 0.5,
+            fine[:, -1] > 0.5)
 
 
 def fine_pairs(tensors: np.ndarray, rows: np.ndarray, bucket: np.ndarray | None,
@@ -1038,13 +1060,12 @@ def query(
     picture ranked first, so the answer is the search's, not an approximation of it."""
     rows = np.asarray(rows, dtype=np.intp)
     theirs = stored_of(picture)
-    pick = np.concatenate([_query_candidates(picture, theirs, tensors, rows[c0 : c0 + _QUERY_ROWS],
-                                             stored) for c0 in range(0, len(rows), _QUERY_ROWS)]
-                          + [rows[:0]])
-    if len(pick) == 0:
+    chunks = [_query_candidates(picture, theirs, tensors, rows[c0 : c0 + _QUERY_ROWS], stored)
+              for c0 in range(0, len(rows), _QUERY_ROWS)]
+    if not chunks or not sum(len(c[0]) for c in chunks):
         return []
-    mine = (tuple(np.asarray(x)[pick] for x in stored) if stored is not None
-            else stored_features([None] * len(pick), np.asarray(tensors[pick])))
+    pick = np.concatenate([c[0] for c in chunks])
+    mine = tuple(np.concatenate([c[1][k] for c in chunks]) for k in range(3))
     n = len(pick) + 1
     few = np.concatenate([np.asarray(tensors[pick]), picture])
     few_stored = tuple(np.concatenate([x, y]) for x, y in zip(mine, theirs, strict=True))
@@ -1063,43 +1084,41 @@ def query(
 
 
 def _query_candidates(picture: np.ndarray, theirs: tuple[np.ndarray, ...], tensors: np.ndarray,
-                      rows: np.ndarray, stored: tuple[np.ndarray, ...] | None) -> np.ndarray:
+                      rows: np.ndarray, stored: tuple[np.ndarray, ...] | None
+                      ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Those of ``rows`` that may match ``picture`` (its ``stored_of``: ``theirs``) by
-    some rule: the rows that the three rules' invariants cannot rule out (the tests of
-    ``mse_candidates``, ``candidate_pairs`` and ``fine_candidates``, one picture against
-    each row), from the stored features where given. One chunk of rows at a time, so a
-    query holds a bounded part of a large catalog in memory."""
-    from .match import _margin
-
-    d = picture.shape[1] ** 2
+    some rule, with their ``stored_features``: the rows that the three rules' invariants
+    cannot rule out (the tests of ``mse_candidates``, ``candidate_pairs`` and
+    ``fine_candidates``, one picture against each row), from the stored features where
+    given. One chunk of rows at a time, so a query holds a bounded part of a large
+    catalog in memory."""
     cw = _corr_stored()
     mine = (tuple(np.asarray(x)[rows] for x in stored) if stored is not None
             else stored_features([None] * len(rows), np.asarray(tensors[rows])))
-    # the MSE rule: ``mse_candidates``' test (its join, one picture against each row), on
-    # the stored sums where they are exact, else on the tensors
+    # the MSE rule: on the stored sums where they are exact, else on the tensors
     sums = mine[2][:, cw:]
     exact = not np.isnan(sums).any()
     here = np.arange(len(rows)) if exact else rows
     inv = mse_invariants(tensors, here, NEAR_THRESHOLD, sums if exact else None)[0]
     _, hit = join(mse_invariants(picture, np.arange(1), NEAR_THRESHOLD)[0], inv,
-                  math.sqrt(1 + _margin(NEAR_THRESHOLD) / max(NEAR_THRESHOLD, _EPS)))
+                  _mse_radius(NEAR_THRESHOLD))
     maybe = np.zeros(len(rows), dtype=bool)
     maybe[hit] = True
+    # the correlation rule
     fr = features(None, None, mine[0], mine[2][:, :cw])
     fq = features(None, None, theirs[0], theirs[2][:, :cw])
     if fq.eligible[0]:
-        for va, vb in COMBOS:
-            df = fr.efull[:, va] - fq.efull[0, vb]
-            dd = fr.edetail[:, va] - fq.edetail[0, vb]
-            maybe |= (fr.eligible & (np.einsum("ij,ij->i", df, df) <= _SLACK**2)
-                      & (np.einsum("ij,ij->i", dd, dd) <= _SLACK**2))
-    lim = math.sqrt(2 * d * (1 - MIN_FINE_CORR) + 1e-6 * d)
-    fine_r, fine_q = np.asarray(mine[1], dtype=np.float64), np.asarray(theirs[1], dtype=np.float64)
-    if fine_q[0, -2] > 0.5:
-        gap = (fine_r[:, :-2] - fine_q[0, :-2]) / lim
-        maybe |= ((fine_r[:, -2] > 0.5) & ((fine_r[:, -1] > 0.5) | (fine_q[0, -1] > 0.5))
-                  & (np.einsum("ij,ij->i", gap, gap) <= (1.0 + 1e-5) ** 2))
-    return rows[maybe]
+        maybe |= fr.eligible & _combos_within((fr.efull, fr.edetail), np.arange(len(rows)),
+                                              (fq.efull, fq.edetail),
+                                              np.zeros(len(rows), dtype=np.intp))
+    # the fine rule: pairs of which at least one picture is trimmed
+    inv_r, ok_r, trimmed_r = _fine_scaled(mine[1], picture.shape[1])
+    inv_q, ok_q, trimmed_q = _fine_scaled(theirs[1], picture.shape[1])
+    if ok_q[0]:
+        gap = inv_r - inv_q[0]
+        maybe |= (ok_r & (trimmed_r | trimmed_q[0])
+                  & (np.einsum("ij,ij->i", gap, gap) <= _SLACK**2))
+    return rows[maybe], tuple(x[maybe] for x in mine)
 
 
 def find_groups(
