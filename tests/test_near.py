@@ -289,12 +289,17 @@ def test_trim_boxes_find_uniform_bars() -> None:
     assert boxes[1].tolist() == [0, 0, 50, 50]
 
 
+def smooth_picture() -> np.ndarray:
+    """(50, 50, 3) int16 colour gradients: no detail, so only the MSE rule can match it."""
+    yy, xx = np.mgrid[0:50, 0:50]
+    return np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+
+
 def test_a_picture_left_out_joins_through_the_member_it_matches() -> None:
     """K claims O (MSE 25), L matches O (MSE 25, turned) but not K (MSE 100): without the
     one-hop join L stays alone, because matches are not transitive. The pictures are smooth
     (no detail for the correlation rule), so only the MSE rule links them."""
-    yy, xx = np.mgrid[0:50, 0:50]
-    o = np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+    o = smooth_picture()
     d = np.where(np.random.default_rng(5).random((50, 50, 3)) < 0.5, -5, 5)
     k_, l_ = (o + d).astype(np.uint8), np.rot90((o - d).astype(np.uint8))
     t = np.stack([l_, o.astype(np.uint8), k_])
@@ -322,8 +327,7 @@ def test_search_json_names_the_member_a_picture_joined_through(tmp_path: Path) -
     catalog's search reports the joined one with ``via``."""
     from PIL import Image
 
-    yy, xx = np.mgrid[0:50, 0:50]
-    o = np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+    o = smooth_picture()
     d = np.where(np.random.default_rng(5).random((50, 50, 3)) < 0.5, -5, 5)
     (tmp_path / "pics").mkdir()
     for name, pic in (("k", o + d), ("o", o), ("l", np.rot90(o - d))):
@@ -418,8 +422,7 @@ def clustered_tensors(seed: int, n: int) -> np.ndarray:
     smooth ones (no detail: the MSE rule only) get +-s patterns, so a copy can match
     another that does not match its key (the one-hop joins). And a few unrelated ones."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:50, 0:50]
-    smooth = [np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1) + c
+    smooth = [smooth_picture() + c
               for c in rng.uniform(-40, 40, int(rng.integers(1, 3)))]
     textured = list(related_tensors(seed, int(rng.integers(1, 4))).astype(np.float64))
     out = np.empty((n, 50, 50, 3))
@@ -566,8 +569,7 @@ def test_query_finds_mse_matches_up_to_the_threshold_exactly(stored: bool) -> No
     of exactly 31 match, turned too; at 32.67 not, nor with fine noise of MSE 49. A shift
     is what the MSE invariants see in full, so the query's prefilter must let them
     through at its whole radius."""
-    yy, xx = np.mgrid[0:50, 0:50]
-    o = np.stack([60 + 2 * xx, 80 + yy + xx, 200 - 2 * yy], axis=-1).astype(np.int16)
+    o = smooth_picture()
     noise = np.where(np.random.default_rng(5).random((50, 50, 3)) < 0.5, -7, 7)
 
     def shifted(rgb: tuple[int, int, int]) -> np.ndarray:  # MSE (r^2 + g^2 + b^2) / 3

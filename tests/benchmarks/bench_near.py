@@ -422,12 +422,6 @@ def trim_limit(n: int, limit: float, debian: bool) -> None:
     finally:
         near.MIN_FINE_CORR = old
 
-    def overlap(a: tuple, b: tuple) -> float:  # intersection over union of two boxes
-        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
-        return w * h / (area - w * h)
-
     print(f"\n## pairs with one trimmed picture at detail limit {limit} ({n} windows, "
           f"{int(trimmed.sum())} trimmed; the fine rule's own limit is {old})")
     print("| detail correlation | photograph | other photograph | window overlap (IoU) |")
@@ -436,7 +430,7 @@ def trim_limit(n: int, limit: float, debian: bool) -> None:
         (wa, ka, ba), (wb, kb, bb) = origin[a], origin[b]
         if wa == wb or trimmed[a] == trimmed[b]:
             continue  # an edit of the same window, or not a one-trimmed pair
-        share = overlap(ba, bb) if ka == kb else 0.0
+        share = corpus._overlap(ba, bb) if ka == kb else 0.0
         print(f"| {v:.4f} | {names[ka]} | {names[kb]} | {share:.2f} |")
 
 
